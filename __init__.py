@@ -1,0 +1,27 @@
+"""MuseV for ComfyUI: MuseV's temporal layers and visual-conditioned parallel denoising as ComfyUI nodes.
+
+Loaded by ComfyUI as a custom-node pack. Pure model code lives in `musev_core` (no ComfyUI import); the ComfyUI
+adapter and node classes live in `nodes`.
+"""
+import importlib.util
+
+NODE_CLASS_MAPPINGS = {}
+
+# Outside ComfyUI (pytest collecting this folder as a package, tooling) there is nothing to register.
+if importlib.util.find_spec("folder_paths") is not None:
+    from .nodes.model_folders import register_model_folders
+    from .nodes.sampler import MuseVParallelDenoiseSampler
+    from .nodes.unet_loader import LoadMuseVUNet
+
+    register_model_folders()
+    NODE_CLASS_MAPPINGS.update({
+        "LoadMuseVUNet": LoadMuseVUNet,
+        "MuseVParallelDenoiseSampler": MuseVParallelDenoiseSampler,
+    })
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadMuseVUNet": "Load MuseV UNet",
+    "MuseVParallelDenoiseSampler": "MuseV Parallel Denoise Sampler",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,203 @@
+"""MuseV's temporal modules, written to be placed into any SD1.5-shaped UNet.
+
+Both modules take and return the 2-D UNet layout `(b t) c h w` (frames vary fastest inside each batch entry) and
+reshape internally, so they can sit between the per-frame ResBlocks and spatial transformers of a 2-D UNet.
+Every module takes an `operations` namespace (default `torch.nn`) providing `Linear`, `Conv3d`, `GroupNorm` and
+`LayerNorm`, so an adapter can pass ComfyUI's `comfy.ops` classes for low-VRAM casting and fp16/bf16.
+Key names match MuseV's released checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: MuseV's released UNets use `attention_head_dim=8` in the SD1.5 sense: 8 heads of C/8 channels everywhere.
+TEMPORAL_HEADS = 8
+
+
+def _to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """`(b t) c h w` -> `b c t h w`."""
+    bt, c, h, w = x.shape
+    if bt % num_frames:
+        raise ValueError(f"batch of {bt} images is not a whole number of {num_frames}-frame videos")
+    return x.reshape(bt // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _to_images(x: torch.Tensor) -> torch.Tensor:
+    """`b c t h w` -> `(b t) c h w`."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+
+class TemporalConvLayer(nn.Module):
+    """Temporal convolution after every ResBlock (MuseV resnet.py `TemporalConvLayer`).
+
+    Four `GroupNorm(32, C) -> SiLU -> (Dropout) -> Conv3d(C, C, (3, 1, 1))` stages over `b c t h w`;
+    output `x + |temporal_weight| * f(x)`. Keys: `conv{1..4}.{0,2|3}.*`, `temporal_weight`.
+    GroupNorm statistics pool all frames of the call, condition frames included.
+
+    Args:
+        channels: C, the ResBlock's output channels.
+        operations: `Conv3d`/`GroupNorm` provider (torch.nn or comfy.ops).
+    """
+
+    def __init__(self, channels: int, operations=nn, dtype=None, device=None):
+        super().__init__()
+
+        def stage(with_dropout: bool) -> nn.Sequential:
+            layers = [operations.GroupNorm(32, channels, dtype=dtype, device=device), nn.SiLU()]
+            if with_dropout:
+                layers.append(nn.Dropout(0.0))
+            layers.append(operations.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
+            return nn.Sequential(*layers)
+
+        self.conv1 = stage(with_dropout=False)
+        self.conv2 = stage(with_dropout=True)
+        self.conv3 = stage(with_dropout=True)
+        self.conv4 = stage(with_dropout=True)
+        self.temporal_weight = nn.Parameter(torch.full((1,), 1e-5, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Args: x `(b t) c h w`; num_frames t. Returns `(b t) c h w` in x's dtype."""
+        video = _to_video(x, num_frames)
+        y = self.conv4(self.conv3(self.conv2(self.conv1(video))))
+        out = video + torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype) * y
+        return _to_images(out).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with diffusers key names (`to_q`, `to_k`, `to_v` without bias, `to_out.0`)."""
+
+    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None):
+        super().__init__()
+        self.heads = heads
+        self.to_q = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
+        self.to_k = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
+        self.to_v = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
+        self.to_out = nn.ModuleList([operations.Linear(dim, dim, dtype=dtype, device=device), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: `n s c` (s tokens). Returns `n s c`."""
+        n, s, c = x.shape
+        head_dim = c // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(n, s, self.heads, head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
+        out = out.transpose(1, 2).reshape(n, s, c)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GEGLU(nn.Module):
+    """`proj: Linear(dim, 2 * inner)`; output `a * gelu(gate)`."""
+
+    def __init__(self, dim: int, inner: int, operations=nn, dtype=None, device=None):
+        super().__init__()
+        self.proj = operations.Linear(dim, inner * 2, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with diffusers keys `net.0.proj`, `net.2` (inner width 4 x dim)."""
+
+    def __init__(self, dim: int, operations=nn, dtype=None, device=None):
+        super().__init__()
+        inner = dim * 4
+        self.net = nn.ModuleList([
+            GEGLU(dim, inner, operations, dtype, device),
+            nn.Dropout(0.0),
+            operations.Linear(inner, dim, dtype=dtype, device=device),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+#: LayerNorm eps of norm1/norm3 in MuseV's transformer blocks. MuseV attention.py `BasicTransformerBlock` passes its
+#: arguments to diffusers' block positionally and `final_dropout=False` lands in `norm_eps`, so norm1 and norm3
+#: run with eps 0 (norm2 is rebuilt with the default 1e-5). The trained weights saw this; parity needs it.
+MUSEV_BLOCK_NORM_EPS = 0.0
+
+
+class TemporalTransformerBlock(nn.Module):
+    """One transformer block over the time axis with two self-attentions (`double_self_attention`).
+
+    MuseV attention.py `BasicTransformerBlock` as used in temporal layers: attn2 is also self-attention (text
+    never enters temporal layers). Pre-LayerNorm residual branches: attn1, attn2, feed-forward. LayerNorm eps:
+    norm1/norm3 `MUSEV_BLOCK_NORM_EPS` (0), norm2 1e-5, as in MuseV.
+    """
+
+    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None):
+        super().__init__()
+        self.norm1 = operations.LayerNorm(dim, eps=MUSEV_BLOCK_NORM_EPS, dtype=dtype, device=device)
+        self.attn1 = SelfAttention(dim, heads, operations, dtype, device)
+        self.norm2 = operations.LayerNorm(dim, eps=1e-5, dtype=dtype, device=device)
+        self.attn2 = SelfAttention(dim, heads, operations, dtype, device)
+        self.norm3 = operations.LayerNorm(dim, eps=MUSEV_BLOCK_NORM_EPS, dtype=dtype, device=device)
+        self.ff = FeedForward(dim, operations, dtype, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: `(b h w) t c`. Returns the same shape."""
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x)) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class TemporalTransformer(nn.Module):
+    """Temporal attention after every spatial transformer, and `transformer_in` after conv_in.
+
+    MuseV temporal_transformer.py `TransformerTemporalModel`: GroupNorm(32, C, eps 1e-6) over `b c t h w`
+    (statistics pool the whole call) -> `(b h w) t c` -> proj_in -> `+ frame_emb_proj(SiLU(femb))` -> one
+    double-self-attention block -> proj_out -> `x + |temporal_weight| * y`.
+    Keys: `norm.*`, `proj_in.*`, `frame_emb_proj.*`, `transformer_blocks.0.*`, `proj_out.*`, `temporal_weight`.
+
+    Args:
+        channels: C.
+        femb_channels: width of the frame embedding (1280 for SD1.5).
+        heads: attention heads (8 in every released MuseV UNet).
+    """
+
+    def __init__(self, channels: int, femb_channels: int, heads: int = TEMPORAL_HEADS, operations=nn,
+                 dtype=None, device=None):
+        super().__init__()
+        self.norm = operations.GroupNorm(32, channels, eps=1e-6, affine=True, dtype=dtype, device=device)
+        self.proj_in = operations.Linear(channels, channels, dtype=dtype, device=device)
+        self.frame_emb_proj = operations.Linear(femb_channels, channels, dtype=dtype, device=device)
+        self.femb_act = nn.SiLU()
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, operations, dtype, device)])
+        self.proj_out = operations.Linear(channels, channels, dtype=dtype, device=device)
+        self.temporal_weight = nn.Parameter(torch.full((1,), 1e-5, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor, femb: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Apply temporal attention.
+
+        Args:
+            x: `(b t) c h w` features.
+            femb: `(t, femb_channels)` frame embedding shared by the batch, or `(b, t, femb_channels)`.
+            num_frames: t.
+        Returns:
+            `(b t) c h w` in x's dtype.
+        """
+        video = _to_video(x, num_frames)
+        b, c, t, h, w = video.shape
+        y = self.norm(video)
+        y = y.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
+        y = self.proj_in(y)
+        frame_term = self.frame_emb_proj(self.femb_act(femb.to(y.dtype)))
+        if frame_term.ndim == 2:
+            y = y + frame_term[None]
+        else:
+            y = y + frame_term.repeat_interleave(h * w, dim=0)
+        for block in self.transformer_blocks:
+            y = block(y)
+        y = self.proj_out(y)
+        y = y.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        out = video + torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype) * y
+        return _to_images(out).to(x.dtype)

@@ -1,0 +1,45 @@
+"""ComfyUI model folders of the pack (also reachable through extra_model_paths.yaml)."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+#: folder name -> file extensions. `musev` keeps the layout of TMElyralab/MuseV's `motion/` folder:
+#: musev/unet/..., musev_referencenet/{unet,referencenet,ip_adapter_image_proj.bin}, musev_referencenet_pose/...
+MODEL_FOLDERS = {
+    "musev": {".safetensors", ".bin", ".pt", ".pth", ".ckpt"},
+    "dwpose": {".onnx"},
+}
+
+
+def register_model_folders() -> None:
+    """Add `models/<name>` for each pack folder, keeping paths a user already configured."""
+    for name, extensions in MODEL_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, name)
+        entry = folder_paths.folder_names_and_paths.get(name)
+        if entry is None:
+            folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
+            continue
+        paths, known = entry
+        if default not in paths:
+            paths.append(default)
+        folder_paths.folder_names_and_paths[name] = (paths, set(known) | extensions)
+
+
+def list_files(name: str) -> list[str]:
+    """Files of a pack folder, relative to it (e.g. `musev/unet/diffusion_pytorch_model.safetensors`)."""
+    return folder_paths.get_filename_list(name)
+
+
+def resolve(name: str, filename: str) -> str:
+    """Absolute path of `filename` in folder `name`.
+
+    Raises:
+        FileNotFoundError: naming the file and every directory searched.
+    """
+    path = folder_paths.get_full_path(name, filename)
+    if path is None:
+        searched = folder_paths.get_folder_paths(name)
+        raise FileNotFoundError(f"'{filename}' is not in the '{name}' model folder (searched: {', '.join(searched)})")
+    return path

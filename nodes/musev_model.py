@@ -1,0 +1,348 @@
+"""ComfyUI adapter: MuseV's temporal modules inside the user's SD1.5 MODEL.
+
+How the pieces enter the MODEL (all keyed "musev", no global monkeypatching; spec/comfyui.md §2.4):
+- the temporal modules live in their own `ModelPatcher`, registered with `set_additional_models`, so ComfyUI loads
+  and offloads them together with the UNet;
+- a `PatcherInjection` inserts each module right after its anchor layer of the UNet's `TimestepEmbedSequential`
+  lists while the MODEL is loaded (temporal conv after every ResBlock, temporal attention after every spatial
+  transformer, `transformer_in` after conv_in) and removes them again before ComfyUI patches weights (LoRA);
+  while injected, the spatial transformer blocks also run with MuseV's LayerNorm eps (musev_core/temporal.py);
+- `forward_timestep_embed_patch` entries let the inserted modules read the frame layout of the call;
+- an `attn1_patch` adds the condition frames' tokens to every spatial self-attention (reference-only attention);
+- a `DIFFUSION_MODEL` wrapper works out the frame layout of each UNet call and its frame embedding.
+
+Frame layout of one UNet call: the batch is `(b t)`, `b = len(cond_or_uncond)` CFG chunks of `t` frames each;
+inside a MuseV window the condition frame(s) come first (`MuseVWindow.condition_index`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.patcher_extension
+from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, ResBlock, Upsample
+
+from ..musev_core.checkpoint import FLAVOUR_MUSEV, CheckpointError
+from ..musev_core.motion_module import MuseVMotionModule, build_motion_module
+from ..musev_core.reference_attention import reference_only_context
+from ..musev_core.temporal import MUSEV_BLOCK_NORM_EPS, TemporalConvLayer, TemporalTransformer
+
+KEY = "musev"
+#: transformer_options entry set by the context handler for each window call.
+WINDOW_KEY = "musev_window"
+#: transformer_options entry with the per-call state computed by the DIFFUSION_MODEL wrapper.
+CALL_KEY = "musev_call"
+#: MuseV's default motion_speed (text2video.py `--motion_speed`); only the referencenet flavour uses it.
+DEFAULT_MOTION_SPEED = 8.0
+
+
+@dataclass
+class MuseVWindow:
+    """What the context handler tells the UNet about one window call (small: lives in transformer_options).
+
+    Attributes:
+        condition_index: positions of the clean condition frame(s) inside the call (e.g. `[0]`), empty if none.
+        frames: the call's frame indices into the full latent batch (condition frames first).
+        full_length: frames in the full latent batch (condition + generated).
+        motion_speed: frame-position multiplier of the referencenet flavour.
+        skip_temporal: run the UNet as MuseV's text-to-image pass (temporal layers return their input).
+    """
+
+    condition_index: list[int] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    full_length: int = 0
+    motion_speed: float = DEFAULT_MOTION_SPEED
+    skip_temporal: bool = False
+
+
+@dataclass
+class MuseVCall:
+    """Per-UNet-call state: frames per CFG chunk, frame embedding `(t, femb)`, condition positions."""
+
+    num_frames: int
+    femb: torch.Tensor | None
+    condition_index: list[int]
+    skip_temporal: bool
+
+
+def _as_list(module):
+    return list(module.children()) if hasattr(module, "children") else list(module)
+
+
+def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, int]]:
+    """Where each MuseV temporal module goes in a ComfyUI `UNetModel`.
+
+    Walks `input_blocks`, `middle_block` and `output_blocks` and names each slot like the diffusers key prefix of
+    the module that belongs there (`down_blocks.{level}.temp_convs.{layer}`, `mid_block.temp_attentions.0`,
+    `up_blocks.{level}.temp_attentions.{layer}`, `transformer_in`).
+
+    Returns:
+        `{prefix: (container, anchor, channels)}`: insert after `anchor` in `container`; `channels` is the width
+        the module must have.
+    """
+    slots = {}
+    conv_in = unet.input_blocks[0]
+    slots["transformer_in"] = (conv_in, _as_list(conv_in)[-1], unet.model_channels)
+
+    def add_layer(prefix: str, container, layer: int):
+        children = _as_list(container)
+        resblocks = [m for m in children if isinstance(m, ResBlock)]
+        transformers = [m for m in children if isinstance(m, SpatialTransformer)]
+        if resblocks:
+            slots[f"{prefix}.temp_convs.{layer}"] = (container, resblocks[0], resblocks[0].out_channels)
+        if transformers:
+            slots[f"{prefix}.temp_attentions.{layer}"] = (container, transformers[0], transformers[0].in_channels)
+
+    level, layer = 0, 0
+    for block in list(unet.input_blocks)[1:]:
+        children = _as_list(block)
+        if any(isinstance(m, Downsample) for m in children):
+            level, layer = level + 1, 0
+            continue
+        add_layer(f"down_blocks.{level}", block, layer)
+        layer += 1
+
+    mid = _as_list(unet.middle_block)
+    mid_res = [m for m in mid if isinstance(m, ResBlock)]
+    mid_tr = [m for m in mid if isinstance(m, SpatialTransformer)]
+    for i, res in enumerate(mid_res):
+        slots[f"mid_block.temp_convs.{i}"] = (unet.middle_block, res, res.out_channels)
+    for i, tr in enumerate(mid_tr):
+        slots[f"mid_block.temp_attentions.{i}"] = (unet.middle_block, tr, tr.in_channels)
+
+    level, layer = 0, 0
+    for block in unet.output_blocks:
+        add_layer(f"up_blocks.{level}", block, layer)
+        layer += 1
+        if any(isinstance(m, Upsample) for m in _as_list(block)):
+            level, layer = level + 1, 0
+    return slots
+
+
+def check_fits(motion: MuseVMotionModule, unet, name: str) -> None:
+    """Refuse a motion checkpoint whose temporal modules do not fit the MODEL's UNet.
+
+    Raises:
+        CheckpointError: naming the first mismatching position, with expected and found channels.
+    """
+    slots = locate_slots(unet)
+    modules = dict(motion.named_temporal_modules())
+    if motion.transformer_in is None:
+        slots.pop("transformer_in", None)
+    missing = sorted(set(slots) - set(modules))
+    extra = sorted(set(modules) - set(slots))
+    if missing or extra:
+        raise CheckpointError(
+            f"{name} does not fit this MODEL: the UNet has temporal positions the checkpoint lacks {missing[:3]} "
+            f"or the checkpoint has modules the UNet has no place for {extra[:3]}. MuseV needs an SD1.5 MODEL "
+            f"(4 levels, 2 layers each, attention in the first 3 levels)")
+    for prefix, module in modules.items():
+        channels = slots[prefix][2]
+        width = module.norm.num_channels if isinstance(module, TemporalTransformer) else module.conv1[0].num_channels
+        if width != channels:
+            raise CheckpointError(f"{name} does not fit this MODEL: '{prefix}' has {width} channels, "
+                                  f"the UNet has {channels} there (is the MODEL an SD1.5 checkpoint?)")
+
+
+def _remove_musev_modules(unet) -> None:
+    for container in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
+        for index in reversed(range(len(container))):
+            if isinstance(container[index], (TemporalConvLayer, TemporalTransformer)):
+                del container[index]
+
+
+_SAVED_EPS = "_musev_saved_eps"
+
+
+def _set_spatial_norm_eps(unet) -> None:
+    """Run the MODEL's spatial transformer blocks with MuseV's LayerNorm eps (norm1/norm3 = 0, see temporal.py).
+
+    The original eps is kept on the LayerNorm and put back by `_restore_spatial_norm_eps`.
+    """
+    for block in unet.modules():
+        if isinstance(block, BasicTransformerBlock):
+            for norm in (block.norm1, block.norm3):
+                if not hasattr(norm, _SAVED_EPS):
+                    setattr(norm, _SAVED_EPS, norm.eps)
+                norm.eps = MUSEV_BLOCK_NORM_EPS
+
+
+def _restore_spatial_norm_eps(unet) -> None:
+    for module in unet.modules():
+        if hasattr(module, _SAVED_EPS):
+            module.eps = getattr(module, _SAVED_EPS)
+            delattr(module, _SAVED_EPS)
+
+
+def _motion_of(model_patcher) -> MuseVMotionModule | None:
+    patchers = model_patcher.get_additional_models_with_key(KEY)
+    return patchers[0].model if patchers else None
+
+
+def _inject(model_patcher) -> None:
+    motion = _motion_of(model_patcher)
+    if motion is None:
+        return
+    unet = model_patcher.model.diffusion_model
+    _remove_musev_modules(unet)
+    slots = locate_slots(unet)
+    for prefix, module in motion.named_temporal_modules():
+        container, anchor, _ = slots[prefix]
+        position = [i for i, m in enumerate(container) if m is anchor][0]
+        container.insert(position + 1, module)
+    _set_spatial_norm_eps(unet)
+
+
+def _eject(model_patcher) -> None:
+    unet = model_patcher.model.diffusion_model
+    _remove_musev_modules(unet)
+    _restore_spatial_norm_eps(unet)
+
+
+def _temporal_layer_handler(layer, x, emb, context, transformer_options, *args, **kwargs):
+    """forward_timestep_embed handler for the inserted temporal modules."""
+    call: MuseVCall | None = transformer_options.get(CALL_KEY)
+    if call is None or call.skip_temporal:
+        return x
+    if isinstance(layer, TemporalTransformer):
+        return layer(x, call.femb, call.num_frames)
+    return layer(x, call.num_frames)
+
+
+def _reference_only_attn1(n, context_attn1, value_attn1, extra_options):
+    """attn1_patch: keys/values of every spatial self-attention also see the condition frame(s)' tokens."""
+    call: MuseVCall | None = extra_options.get(CALL_KEY)
+    if call is None or not call.condition_index or call.num_frames < 2:
+        return n, context_attn1, value_attn1
+    same = value_attn1 is context_attn1
+    context_attn1 = reference_only_context(context_attn1, call.num_frames, call.condition_index)
+    value_attn1 = context_attn1 if same else reference_only_context(value_attn1, call.num_frames,
+                                                                    call.condition_index)
+    return n, context_attn1, value_attn1
+
+
+class _DiffusionModelWrapper:
+    """DIFFUSION_MODEL wrapper: derive the call's frame layout and frame embedding, then run the UNet.
+
+    Holds a reference to the motion module (wrappers are copied by reference on clone; `__deepcopy__` keeps it so).
+    """
+
+    def __init__(self, motion: MuseVMotionModule):
+        self.motion = motion
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options={},
+                 **kwargs):
+        chunks = max(1, len(transformer_options.get("cond_or_uncond", [0])))
+        if x.shape[0] % chunks:
+            raise ValueError(f"MuseV: batch of {x.shape[0]} frames does not split into {chunks} CFG chunks")
+        num_frames = x.shape[0] // chunks
+        window: MuseVWindow | None = transformer_options.get(WINDOW_KEY)
+        condition_index = list(window.condition_index) if window is not None else []
+        motion_speed = window.motion_speed if window is not None else DEFAULT_MOTION_SPEED
+        # single images run like MuseV's text-to-image pass, which skips the temporal layers
+        skip = num_frames < 2 or (window is not None and window.skip_temporal)
+        femb = None if skip else self.motion.frame_embedding_for(num_frames, motion_speed, device=x.device,
+                                                                 dtype=x.dtype)
+        options = dict(transformer_options)
+        options[CALL_KEY] = MuseVCall(num_frames, femb, condition_index, skip)
+        return executor(x, timesteps, context, y, control, options, **kwargs)
+
+
+def _operations_for(model_patcher):
+    """comfy.ops flavour matching the UNet's weight/compute dtypes (manual cast when they differ)."""
+    base = model_patcher.model
+    if getattr(base, "manual_cast_dtype", None) is not None:
+        return comfy.ops.manual_cast
+    return comfy.ops.disable_weight_init
+
+
+def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], name: str):
+    """Build the temporal modules of a MuseV checkpoint for this MODEL and wrap them in a ModelPatcher.
+
+    Args:
+        model_patcher: the user's MODEL (SD1.5).
+        state_dict: the motion checkpoint's tensors (only MuseV keys are used).
+        name: file name for messages.
+    Returns:
+        `(motion_patcher, info)`; info as from `build_motion_module`.
+    Raises:
+        CheckpointError: not a MuseV checkpoint, an unsupported flavour, or modules that do not fit the UNet.
+    """
+    base = model_patcher.model
+    dtype = base.get_dtype()
+    motion, info = build_motion_module(state_dict, operations=_operations_for(model_patcher), dtype=dtype,
+                                       device=model_patcher.offload_device, name=name)
+    if info["flavour"] != FLAVOUR_MUSEV:
+        raise CheckpointError(
+            f"{name} is a {info['flavour']} checkpoint: its ReferenceNet fusion and IP-Adapter attention are not "
+            f"supported by this version of the pack yet; use the 'musev' checkpoint (musev/unet/...)")
+    check_fits(motion, base.diffusion_model, name)
+    motion.eval().requires_grad_(False)
+    patcher = comfy.model_patcher.ModelPatcher(motion, load_device=model_patcher.load_device,
+                                               offload_device=model_patcher.offload_device)
+    return patcher, info
+
+
+def apply_motion(model_patcher, motion_patcher):
+    """Return a clone of `model_patcher` that runs MuseV's temporal modules (see module docstring).
+
+    Replaces any MuseV motion module applied earlier to the same MODEL.
+    """
+    patched = model_patcher.clone()
+    patched.set_additional_models(KEY, [motion_patcher])
+    patched.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(inject=_inject, eject=_eject)])
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
+                                 _DiffusionModelWrapper(motion_patcher.model))
+    patches = patched.model_options["transformer_options"].setdefault("patches", {})
+    embed_patches = [p for p in patches.get("forward_timestep_embed_patch", [])
+                     if p[0] not in (TemporalConvLayer, TemporalTransformer)]
+    patches["forward_timestep_embed_patch"] = embed_patches + [(TemporalConvLayer, _temporal_layer_handler),
+                                                               (TemporalTransformer, _temporal_layer_handler)]
+    patches["attn1_patch"] = [p for p in patches.get("attn1_patch", []) if p is not _reference_only_attn1]
+    patches["attn1_patch"].append(_reference_only_attn1)
+    return patched
+
+
+def unet_call(model_patcher, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, chunks: int,
+              window: MuseVWindow | None = None) -> torch.Tensor:
+    """One call of the patched UNet outside a sampler (parity tests, benchmarks).
+
+    Loads the MODEL (and the motion modules) the way sampling does, then calls the diffusion model with the same
+    transformer_options layout ComfyUI's `calc_cond_batch` builds.
+
+    Args:
+        x: `(b t) c h w` UNet input (already scaled, condition frames clean).
+        timesteps: `(b t)` timesteps (not sigmas).
+        context: `(b t) tokens dim` cross-attention context.
+        chunks: b, the number of CFG chunks in the batch.
+        window: the MuseV window description (condition frame positions...), or None.
+    Returns:
+        `(b t) c h w` raw UNet output (epsilon for SD1.5).
+    """
+    comfy.model_management.load_models_gpu([model_patcher])
+    options = comfy.patcher_extension.copy_nested_dicts(model_patcher.model_options.get("transformer_options", {}))
+    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
+    options["cond_or_uncond"] = list(range(chunks))
+    if window is not None:
+        options[WINDOW_KEY] = window
+    with torch.no_grad():
+        return model_patcher.model.diffusion_model(x, timesteps=timesteps, context=context,
+                                                   transformer_options=options)
+
+
+def is_musev_model(model_patcher) -> bool:
+    """Whether MuseV's temporal modules were applied to this MODEL."""
+    return bool(model_patcher.get_additional_models_with_key(KEY))
+
+
+logging.getLogger(__name__).debug("MuseV model adapter loaded")

@@ -1,0 +1,44 @@
+"""pytest setup: test helpers importable by name, ComfyUI bootstrapped for tests that need it.
+
+Tests needing ComfyUI use the `comfy` fixture; without $COMFYUI_DIR they are skipped, unless MUSEV_REQUIRE_COMFY=1
+(set by .ci/run) turns that into a failure so CI can never pass by skipping.
+"""
+import os
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+import comfy_env  # noqa: E402
+
+REPO = comfy_env.REPO
+SHARED = os.path.abspath(os.path.join(REPO, "..", "shared"))
+
+
+def _need_comfy():
+    if comfy_env.comfy_dir() is None:
+        message = "COMFYUI_DIR is not set to a ComfyUI source tree (.ci/install_host.sh installs one)"
+        if os.environ.get("MUSEV_REQUIRE_COMFY") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    comfy_env.bootstrap()
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI importable in-process; returns the imported pack module."""
+    _need_comfy()
+    return comfy_env.import_pack()
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    if not os.path.isdir(SHARED):
+        message = f"../shared is missing beside the checkout ({SHARED})"
+        if os.environ.get("MUSEV_REQUIRE_COMFY") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED

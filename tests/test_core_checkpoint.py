@@ -1,0 +1,96 @@
+"""Checkpoint handling in musev_core against the released key layout (no ComfyUI, no weights)."""
+import json
+import os
+
+import pytest
+import safetensors.torch
+import torch
+
+from musev_core.checkpoint import CheckpointError, read_state_dict, split_motion_state_dict
+from musev_core.motion_module import build_motion_module
+
+
+@pytest.fixture(scope="module")
+def released_keys(shared_dir):
+    with open(os.path.join(shared_dir, "fixtures", "checkpoint_keys", "keys.json")) as f:
+        return json.load(f)
+
+
+def meta_state_dict(shapes):
+    return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+
+
+def test_all_871_musev_keys_are_consumed_with_their_shapes(released_keys):
+    musev = released_keys["musev"]
+    sd15 = released_keys["sd15_unet2d"]
+    module, info = build_motion_module(meta_state_dict(musev), device="meta", name="musev")
+    assert info["flavour"] == "musev"
+    assert info["musev_keys"] == 871 and info["sd_keys_ignored"] == 686
+    consumed = module.state_dict()
+    assert set(consumed) == set(musev) - set(sd15)
+    for key, tensor in consumed.items():
+        assert list(tensor.shape) == musev[key], key
+    assert module.layout.transformer_in and [lv.channels for lv in module.layout.down] == [320, 640, 1280, 1280]
+
+
+def test_referencenet_flavour_is_detected(released_keys):
+    _, info = build_motion_module(meta_state_dict(released_keys["musev_referencenet"]), device="meta", name="x")
+    assert info["flavour"] == "musev_referencenet"
+    assert len(info["extra_keys"]) == 65 + 32  # fusion attentions + IP K/V, handled by the reference nodes
+
+
+@pytest.mark.parametrize("keys, expected", [
+    ({"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3]}, "single-file Stable Diffusion checkpoint"),
+    ({"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": [320]}, "AnimateDiff motion module"),
+    ({"conv_in.weight": [320, 4, 3, 3], "up_blocks.0.resnets.0.conv1.weight": [1, 1, 3, 3]}, "plain SD1.5 UNet"),
+    ({"conv_in.weight": [320, 4, 3, 3], "down_blocks.0.resnets.0.conv1.weight": [1, 1, 3, 3]}, "MuseV ReferenceNet"),
+])
+def test_foreign_files_are_refused_with_what_they_are(keys, expected):
+    with pytest.raises(CheckpointError) as err:
+        split_motion_state_dict(meta_state_dict(keys), "file.safetensors")
+    message = str(err.value)
+    assert "file.safetensors is not a MuseV motion checkpoint" in message
+    assert "expected a MuseV UNet with temporal layers" in message and expected in message
+
+
+def test_released_sd_unet_is_refused(released_keys):
+    with pytest.raises(CheckpointError, match="plain SD1.5 UNet in diffusers layout"):
+        split_motion_state_dict(meta_state_dict(released_keys["sd15_unet2d"]), "unet.safetensors")
+
+
+def test_incomplete_motion_checkpoint_is_refused(released_keys):
+    keys = dict(released_keys["musev"])
+    keys.pop("down_blocks.1.temp_attentions.0.proj_out.weight")
+    with pytest.raises(CheckpointError, match="missing 1: \\['down_blocks.1.temp_attentions.0.proj_out.weight'\\]"):
+        build_motion_module(meta_state_dict(keys), device="meta", name="broken")
+
+
+def test_truncated_and_missing_files(tmp_path):
+    path = tmp_path / "motion.safetensors"
+    safetensors.torch.save_file({"frame_embedding.linear_1.weight": torch.zeros(8, 4)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="could not read motion.safetensors: the file is truncated"):
+        read_state_dict(str(path))
+    with pytest.raises(CheckpointError, match="model file not found"):
+        read_state_dict(str(tmp_path / "absent.safetensors"))
+
+
+def test_bin_files_are_read_with_weights_only(tmp_path):
+    path = tmp_path / "motion.bin"
+    torch.save({"a": torch.ones(2)}, str(path))
+    assert torch.equal(read_state_dict(str(path))["a"], torch.ones(2))
+
+    import argparse  # a pickled object that is not a tensor: weights_only refuses to build it
+    torch.save({"a": argparse.Namespace(x=1)}, str(path))
+    with pytest.raises(CheckpointError, match="could not read motion.bin"):
+        read_state_dict(str(path))
+
+
+def test_tiny_fixture_loads_strictly(shared_dir):
+    weights = safetensors.torch.load_file(
+        os.path.join(shared_dir, "fixtures", "musev_parity", "tiny_unet_musev.safetensors"))
+    module, info = build_motion_module(weights, name="tiny")
+    assert info["musev_keys"] + info["sd_keys_ignored"] == len(weights) == 1555
+    for key, tensor in module.state_dict().items():
+        assert torch.equal(tensor, weights[key])
