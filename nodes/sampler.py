@@ -90,9 +90,10 @@ class MuseVParallelDenoiseSampler:
             problem = check_settings(frames, context_frames, context_overlap)
             if problem:
                 return problem
+        # ComfyUI skips its own min/max checks for inputs named here, so ranges are checked too
         for name, value in (("width", width), ("height", height)):
-            if value is not None and value % 8:
-                return f"{name} must be a multiple of 8 pixels, got {value}"
+            if value is not None and (value < 0 or value > 8192 or value % 8):
+                return f"{name} must be 0 (= the condition's size) or a multiple of 8 pixels up to 8192, got {value}"
         return True
 
     def sample(self, model, positive, negative, frames, seed, steps, cfg, sampler_name, scheduler, context_frames,

@@ -42,3 +42,22 @@ def shared_dir():
             pytest.fail(message)
         pytest.skip(message)
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_models_cache(tmp_path_factory):
+    """Where generated tiny models are kept (reused across runs when MUSEV_TINY_MODELS_CACHE is set)."""
+    return os.environ.get("MUSEV_TINY_MODELS_CACHE") or str(tmp_path_factory.mktemp("tiny_models_cache"))
+
+
+@pytest.fixture(scope="session")
+def server(comfy, tiny_models_cache, tmp_path_factory):
+    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny model set; stopped after the session."""
+    import comfy_server
+    import tiny_models
+    base = str(tmp_path_factory.mktemp("comfy_base"))
+    names = tiny_models.ensure_tiny_model_set(os.path.join(base, "models"), tiny_models_cache)
+    instance = comfy_server.ComfyServer(base).start()
+    instance.models = names
+    yield instance
+    instance.stop()

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-THIN_CHANNEL_MULT = (1, 2)        # two levels
+THIN_CHANNEL_MULT = (1, 1)        # two levels of 320 channels
 THIN_ATTENTION_LEVELS = (0,)      # spatial attention in the first level only (like SD1.5's shallow levels)
 THIN_LAYERS = 1                   # one ResBlock per level
 
@@ -121,8 +121,8 @@ def thin_unet_config(dtype=torch.float32) -> dict:
 def write_thin_sd15_checkpoint(path: str, seed: int = 0) -> str:
     """Write a single-file SD1.5-type checkpoint with a thin UNet, random CLIP-L text encoder and SD VAE.
 
-    UNet/CLIP/VAE are built with ComfyUI's own classes (fp16 weights, ~400 MB in total because CLIP-L and the VAE
-    keep their fixed SD1.5 sizes).
+    UNet/CLIP/VAE are built with ComfyUI's own classes. CLIP-L and the VAE keep their fixed SD1.5 sizes, so they are
+    stored as float8 (ComfyUI casts on load) to keep the file near 280 MB; the UNet is fp16.
     """
     import safetensors.torch
     import comfy.ldm.models.autoencoder
@@ -139,11 +139,12 @@ def write_thin_sd15_checkpoint(path: str, seed: int = 0) -> str:
                   "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=vae_config, embed_dim=4)
-    sd.update(random_state_dict(_materialize(vae), seed + 1, prefix="first_stage_model."))
+    sd.update(random_state_dict(_materialize(vae), seed + 1, dtype=torch.float8_e4m3fn, prefix="first_stage_model."))
 
     with torch.device("meta"):
         clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float32)
-    clip_sd = random_state_dict(_materialize(clip.transformer), seed + 2, prefix="cond_stage_model.transformer.")
+    clip_sd = random_state_dict(_materialize(clip.transformer), seed + 2, dtype=torch.float8_e4m3fn,
+                                prefix="cond_stage_model.transformer.")
     position_key = "cond_stage_model.transformer.text_model.embeddings.position_ids"
     clip_sd[position_key] = torch.arange(77)[None]
     sd.update(clip_sd)
@@ -199,7 +200,7 @@ def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, te
         up=[up[i] for i in sorted(up)], transformer_in=True, frame_channels=mc, femb_channels=4 * mc,
         transformer_in_channels=mc)
     module = motion_module.MuseVMotionModule(layout)
-    state = random_state_dict(module, seed, dtype=torch.float32)
+    state = random_state_dict(module, seed, dtype=torch.float16)
     for key in state:
         if key.endswith("temporal_weight"):
             state[key] = torch.full_like(state[key], temporal_weight)
@@ -211,3 +212,72 @@ def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, te
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
     return path
+
+
+TINY_CHECKPOINT = "tiny_demo_sd15_thin.safetensors"
+TINY_MUSEV_UNET = "tiny_demo/unet/diffusion_pytorch_model.safetensors"
+TINY_LORA = "tiny_demo_lora.safetensors"
+#: bump when the generators change so cached files are rebuilt
+TINY_MODELS_VERSION = "1"
+
+
+def write_tiny_lora(path: str, unet_config: dict, seed: int = 3, rank: int = 4, scale: float = 0.5) -> str:
+    """A kohya-style LoRA (keys `lora_unet_<comfy path>.lora_up/down.weight`, `.alpha`) for the thin UNet.
+
+    It targets the spatial attention projections of the first level and the ResBlock convs of the first input
+    block, i.e. modules whose position in their block moves when MuseV's temporal layers are inserted.
+    """
+    import safetensors.torch
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+
+    with torch.device("meta"):
+        unet = openaimodel.UNetModel(**unet_config, operations=comfy.ops.disable_weight_init)
+    generator = torch.Generator().manual_seed(seed)
+    lora = {}
+    for name, module in unet.named_modules():
+        targeted = (name.startswith("input_blocks.1.") and (name.endswith(("attn1.to_q", "attn2.to_v"))
+                                                             or name.endswith("in_layers.2")))
+        if not targeted:
+            continue
+        weight = module.weight
+        key = "lora_unet_" + name.replace(".", "_")
+        out_features, in_features = weight.shape[0], weight[0].numel()
+        down = torch.randn((rank, in_features), generator=generator) * scale / math.sqrt(in_features)
+        up = torch.randn((out_features, rank), generator=generator) * scale
+        if weight.ndim == 4:
+            down = down.reshape(rank, weight.shape[1], weight.shape[2], weight.shape[3])
+            up = up.reshape(out_features, rank, 1, 1)
+        lora[key + ".lora_down.weight"] = down.to(torch.float16)
+        lora[key + ".lora_up.weight"] = up.to(torch.float16)
+        lora[key + ".alpha"] = torch.tensor(float(rank))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file(lora, path)
+    return path
+
+
+def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict:
+    """Put the tiny demo models into a ComfyUI `models` folder (generated once, cached in `cache_dir`).
+
+    Returns `{"checkpoint": name in checkpoints, "musev_unet": name in musev, "lora": name in loras}`.
+    """
+    cache_dir = cache_dir or os.path.join(models_dir, ".tiny_cache")
+    stamp = os.path.join(cache_dir, "VERSION")
+    files = {
+        "checkpoints": (TINY_CHECKPOINT, lambda p: write_thin_sd15_checkpoint(p)),
+        "musev": (TINY_MUSEV_UNET, lambda p: write_tiny_motion_checkpoint(p, thin_unet_config())),
+        "loras": (TINY_LORA, lambda p: write_tiny_lora(p, thin_unet_config())),
+    }
+    fresh = os.path.isfile(stamp) and open(stamp).read().strip() == TINY_MODELS_VERSION
+    for folder, (name, write) in files.items():
+        cached = os.path.join(cache_dir, folder, name)
+        if not fresh or not os.path.isfile(cached):
+            write(cached)
+        target = os.path.join(models_dir, folder, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):
+            os.remove(target)
+        os.symlink(cached, target)
+    with open(stamp, "w") as f:
+        f.write(TINY_MODELS_VERSION)
+    return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA}

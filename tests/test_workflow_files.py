@@ -1,0 +1,48 @@
+"""The shipped workflow files: generated from tests/workflow_graphs.py, UI and API twins consistent, no paths."""
+import json
+import os
+
+import workflow_graphs
+
+REPO = workflow_graphs.REPO
+
+
+def test_committed_files_equal_the_graph_definitions():
+    for name, text in workflow_graphs.rendered().items():
+        path = os.path.join(REPO, "workflows", name)
+        assert os.path.isfile(path), f"{name} missing: run python tests/workflow_graphs.py"
+        with open(path) as f:
+            assert f.read() == text, f"{name} is stale: run python tests/workflow_graphs.py"
+
+
+def test_ui_and_api_twins_describe_the_same_graph():
+    for name in workflow_graphs.GRAPHS:
+        ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
+        api = json.load(open(os.path.join(REPO, "workflows", f"{name}_api.json")))
+        real_nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "Note"}
+        assert set(real_nodes) == set(api)
+        for link_id, source, slot, target, target_slot, kind in ui["links"]:
+            input_name = real_nodes[str(target)]["inputs"][target_slot]["name"]
+            assert api[str(target)]["inputs"][input_name] == [str(source), slot]
+        assert ui["version"] == 0.4 and ui["last_node_id"] == len(ui["nodes"])
+
+
+def test_workflows_use_standard_loaders_and_no_absolute_paths():
+    for name in workflow_graphs.GRAPHS:
+        api = json.load(open(os.path.join(REPO, "workflows", f"{name}_api.json")))
+        kinds = {node["class_type"] for node in api.values()}
+        assert {"CheckpointLoaderSimple", "VAEDecode", "CreateVideo", "SaveVideo", "LoadMuseVUNet",
+                "MuseVParallelDenoiseSampler"} <= kinds
+        for node in api.values():
+            for value in node["inputs"].values():
+                if isinstance(value, str):
+                    assert not value.startswith("/") and ":\\" not in value, (name, value)
+        text = open(os.path.join(REPO, "workflows", f"{name}.json")).read()
+        assert workflow_graphs.MUSEV_UNET in text and workflow_graphs.SD15_CHECKPOINT in text
+
+
+def test_long_video_is_one_run_of_at_least_120_frames():
+    api = json.load(open(os.path.join(REPO, "workflows", "long_video_api.json")))
+    sampler = [n for n in api.values() if n["class_type"] == "MuseVParallelDenoiseSampler"][0]
+    assert sampler["inputs"]["frames"] >= 120
+    assert sampler["inputs"]["context_frames"] < sampler["inputs"]["frames"]
