@@ -6,6 +6,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 HOST=${MUSEV_HOST_DIR:-$REPO/.host}
 bash "$REPO/.ci/install_host.sh" "$HOST"
 export COMFYUI_DIR="$HOST/ComfyUI"
+export MUSEV_TINY_MODELS_CACHE="$HOST/tiny_models"
 export MUSEV_REQUIRE_COMFY=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export XDG_CACHE_HOME="$HOST/cache" MPLCONFIGDIR="$HOST/cache/mpl"

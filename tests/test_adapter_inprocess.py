@@ -1,0 +1,158 @@
+"""The ComfyUI adapter in-process on the thin SD1.5 model: injection, LoRA, samplers, progress, cancel, errors."""
+import json
+import os
+
+import pytest
+import safetensors.torch
+import torch
+
+import comfy_env
+import tiny_models
+
+
+@pytest.fixture(scope="module")
+def env(comfy, tiny_models_cache, tmp_path_factory):
+    import comfy.sd
+    import folder_paths
+    models = str(tmp_path_factory.mktemp("models"))
+    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
+    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")],
+                                                    {".safetensors", ".bin"})
+    model, clip, vae = comfy.sd.load_checkpoint_guess_config(
+        os.path.join(models, "checkpoints", names["checkpoint"]), output_vae=True, output_clip=True)[:3]
+    loader = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet()
+    with torch.inference_mode():
+        import nodes
+        positive = nodes.CLIPTextEncode().encode(clip, "a portrait, smiling")[0]
+        negative = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
+        image = torch.linspace(0, 1, 64 * 64 * 3).reshape(1, 64, 64, 3)
+        condition = nodes.VAEEncode().encode(vae, image)[0]["samples"]
+    return {"model": model, "clip": clip, "vae": vae, "names": names, "models": models, "loader": loader,
+            "positive": positive, "negative": negative, "condition": condition}
+
+
+def musev(env, model=None):
+    return env["loader"].load(model or env["model"], env["names"]["musev_unet"])[0]
+
+
+def sample(env, model, frames=6, sampler="euler", scheduler="normal", steps=2, callback=None, condition=True,
+           context_frames=4, context_overlap=1, fuse="flat", width=0, height=0):
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+    with torch.inference_mode():
+        return parallel.musev_sample(model, env["positive"], env["negative"],
+                                     env["condition"] if condition else None, frames, width, height, seed=3,
+                                     steps=steps, cfg=3.5, sampler_name=sampler, scheduler=scheduler,
+                                     context_frames=context_frames, context_overlap=context_overlap,
+                                     fuse_method=fuse, motion_speed=8.0, w_ind_noise=0.5, img_weight=0.001,
+                                     denoise=1.0, callback=callback)
+
+
+def test_injection_is_undone_and_leaves_weights_untouched(env):
+    import comfy.model_management
+    musev_model = comfy_env.pack_module("nodes.musev_model")
+    temporal = comfy_env.pack_module("musev_core.temporal")
+    unet = env["model"].model.diffusion_model
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    patched = musev(env)
+    comfy.model_management.load_models_gpu([patched])
+    inserted = [m for m in unet.modules() if isinstance(m, (temporal.TemporalConvLayer, temporal.TemporalTransformer))]
+    slots = musev_model.locate_slots(unet)
+    assert len(inserted) == len(slots) > 0
+    # the spatial transformer of input block 1 moved one place to make room for the temporal conv
+    assert isinstance(unet.input_blocks[1][1], temporal.TemporalConvLayer)
+    comfy.model_management.unload_all_models()
+    assert not [m for m in unet.modules() if isinstance(m, (temporal.TemporalConvLayer, temporal.TemporalTransformer))]
+    after = unet.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert all(not hasattr(m, "_musev_saved_eps") for m in unet.modules())
+
+
+def test_lora_before_or_after_load_musev_unet_gives_the_same_video(env):
+    import comfy.sd
+    lora = safetensors.torch.load_file(os.path.join(env["models"], "loras", env["names"]["lora"]))
+    lora_first, _ = comfy.sd.load_lora_for_models(env["model"], env["clip"], lora, 1.0, 1.0)
+    before = sample(env, musev(env, lora_first))
+    after_model, _ = comfy.sd.load_lora_for_models(musev(env), env["clip"], lora, 1.0, 1.0)
+    after = sample(env, after_model)
+    plain = sample(env, musev(env))
+    assert torch.allclose(before, after, rtol=1e-5, atol=1e-5)
+    assert (plain - before).abs().max() > 1e-2, "the LoRA had no effect"
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("euler_ancestral", "karras"), ("dpmpp_2m", "simple"),
+                                                ("heun", "normal"), ("dpmpp_sde", "karras"), ("ddim", "ddim_uniform")])
+def test_any_comfy_sampler_and_scheduler(env, sampler, scheduler):
+    out = sample(env, musev(env), sampler=sampler, scheduler=scheduler)
+    assert out.shape == (7, 4, 8, 8) and torch.isfinite(out).all()
+    assert torch.equal(out[:1], env["condition"].float())
+
+
+def test_progress_bar_and_previews_follow_the_steps(env):
+    import comfy.utils
+    events, steps = [], []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
+    try:
+        sample(env, musev(env), steps=3, callback=lambda i, x0, x, total: steps.append((i, x0.shape)))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    assert events == [(1, 3), (2, 3), (3, 3)]
+    assert [i for i, _ in steps] == [0, 1, 2] and steps[0][1] == (7, 4, 8, 8)
+
+
+def test_cancel_stops_sampling_between_windows(env):
+    import comfy.model_management
+    calls = []
+
+    def cancel_after_first_step(i, x0, x, total):
+        calls.append(i)
+        comfy.model_management.interrupt_current_processing(True)
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        sample(env, musev(env), steps=5, callback=cancel_after_first_step)
+    comfy.model_management.interrupt_current_processing(False)
+    assert calls == [0]
+
+
+def test_without_condition_every_frame_comes_from_noise(env):
+    out = sample(env, musev(env), frames=5, condition=False, width=64, height=48)
+    assert out.shape == (5, 4, 6, 8) and torch.isfinite(out).all()
+
+
+def test_window_fusion_methods_agree_when_one_window_covers_the_video(env):
+    model = musev(env)
+    flat = sample(env, model, frames=4, context_frames=4, fuse="flat")
+    pyramid = sample(env, model, frames=4, context_frames=4, fuse="pyramid")
+    assert torch.allclose(flat, pyramid, atol=1e-6)
+    overlapping = sample(env, model, frames=6, context_frames=4, context_overlap=2, fuse="pyramid")
+    assert not torch.allclose(overlapping[1:5], sample(env, model, frames=6, context_frames=4, context_overlap=2,
+                                                       fuse="flat")[1:5])
+
+
+def test_the_sampler_refuses_a_model_without_musev(env):
+    node = comfy_env.pack_module("nodes.sampler").MuseVParallelDenoiseSampler()
+    with pytest.raises(ValueError, match="pass it through 'Load MuseV UNet' first"):
+        node.sample(env["model"], env["positive"], env["negative"], 4, 0, 2, 3.5, "euler", "normal", 4, 1, "flat",
+                    8.0, 0.5, 0.001, 1.0, condition={"samples": env["condition"]})
+
+
+def test_validate_inputs_messages():
+    node = comfy_env.pack_module("nodes.sampler").MuseVParallelDenoiseSampler
+    assert node.VALIDATE_INPUTS(frames=24, context_frames=12, context_overlap=4, width=0, height=512) is True
+    assert "must be smaller than context_frames" in node.VALIDATE_INPUTS(frames=24, context_frames=4,
+                                                                          context_overlap=6)
+    assert "multiple of 8" in node.VALIDATE_INPUTS(width=100)
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
+    import comfy.model_patcher
+    musev_model = comfy_env.pack_module("nodes.musev_model")
+    checkpoint = comfy_env.pack_module("musev_core.checkpoint")
+    released = json.load(open(os.path.join(shared_dir, "fixtures", "checkpoint_keys", "keys.json")))
+    full_size = {k: torch.empty(s, device="meta") for k, s in released["musev"].items()}
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL"):
+        musev_model.build_motion_patcher(env["model"], full_size, "musev/unet/diffusion_pytorch_model.safetensors")
+    referencenet = {k: torch.empty(s, device="meta") for k, s in released["musev_referencenet"].items()}
+    with pytest.raises(checkpoint.CheckpointError, match="is a musev_referencenet checkpoint"):
+        musev_model.build_motion_patcher(env["model"], referencenet, "musev_referencenet/unet/x.safetensors")
