@@ -46,9 +46,10 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         self.context_overlap = context_overlap
         self.fuse_method = fuse_method
         self.motion_speed = motion_speed
-        # core's PREPARE_SAMPLING memory estimate reads these two
+        # read by core's PREPARE_SAMPLING memory-estimate wrapper (frames per UNet call, frame axis)
         self.context_length = num_condition + context_frames
         self.dim = 0
+        self.freenoise = False  # newer core code may look for it on any handler
 
     def should_use_context(self, model, conds, x_in, timestep, model_options) -> bool:
         return x_in.shape[0] > self.num_condition
