@@ -16,7 +16,6 @@ inside a MuseV window the condition frame(s) come first (`MuseVWindow.condition_
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -71,10 +70,6 @@ class MuseVCall:
     skip_temporal: bool
 
 
-def _as_list(module):
-    return list(module.children()) if hasattr(module, "children") else list(module)
-
-
 def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, int]]:
     """Where each MuseV temporal module goes in a ComfyUI `UNetModel`.
 
@@ -88,10 +83,10 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     """
     slots = {}
     conv_in = unet.input_blocks[0]
-    slots["transformer_in"] = (conv_in, _as_list(conv_in)[-1], unet.model_channels)
+    slots["transformer_in"] = (conv_in, list(conv_in)[-1], unet.model_channels)
 
     def add_layer(prefix: str, container, layer: int):
-        children = _as_list(container)
+        children = list(container)
         resblocks = [m for m in children if isinstance(m, ResBlock)]
         transformers = [m for m in children if isinstance(m, SpatialTransformer)]
         if resblocks:
@@ -101,14 +96,14 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
 
     level, layer = 0, 0
     for block in list(unet.input_blocks)[1:]:
-        children = _as_list(block)
+        children = list(block)
         if any(isinstance(m, Downsample) for m in children):
             level, layer = level + 1, 0
             continue
         add_layer(f"down_blocks.{level}", block, layer)
         layer += 1
 
-    mid = _as_list(unet.middle_block)
+    mid = list(unet.middle_block)
     mid_res = [m for m in mid if isinstance(m, ResBlock)]
     mid_tr = [m for m in mid if isinstance(m, SpatialTransformer)]
     for i, res in enumerate(mid_res):
@@ -120,7 +115,7 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     for block in unet.output_blocks:
         add_layer(f"up_blocks.{level}", block, layer)
         layer += 1
-        if any(isinstance(m, Upsample) for m in _as_list(block)):
+        if any(isinstance(m, Upsample) for m in block):
             level, layer = level + 1, 0
     return slots
 
@@ -344,5 +339,3 @@ def is_musev_model(model_patcher) -> bool:
     """Whether MuseV's temporal modules were applied to this MODEL."""
     return bool(model_patcher.get_additional_models_with_key(KEY))
 
-
-logging.getLogger(__name__).debug("MuseV model adapter loaded")

@@ -156,3 +156,13 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
     referencenet = {k: torch.empty(s, device="meta") for k, s in released["musev_referencenet"].items()}
     with pytest.raises(checkpoint.CheckpointError, match="is a musev_referencenet checkpoint"):
         musev_model.build_motion_patcher(env["model"], referencenet, "musev_referencenet/unet/x.safetensors")
+
+
+def test_cfg_one_runs_the_conditional_branch_only(env):
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+    with torch.inference_mode():
+        out = parallel.musev_sample(musev(env), env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=1,
+                                    steps=2, cfg=1.0, sampler_name="euler", scheduler="normal", context_frames=4,
+                                    context_overlap=1, fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5,
+                                    img_weight=0.001, denoise=1.0)
+    assert out.shape == (6, 4, 8, 8) and torch.isfinite(out).all()

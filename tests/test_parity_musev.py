@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import comfy_env
 import tiny_models
 
 TOLERANCE = 1e-4
@@ -45,7 +46,7 @@ def parity(comfy, shared_dir):
         pytest.fail(f"no parity fixtures in {root}")
     report = json.load(open(os.path.join(root, "report.json")))
     configs = json.load(open(os.path.join(root, "tiny_configs.json")))
-    musev_model = comfy_env_module("nodes.musev_model")
+    musev_model = comfy_env.pack_module("nodes.musev_model")
     unet_config = comfy_config_from_diffusers(configs["unet_musev"]["constructor_kwargs"])
     base = tiny_models.build_comfy_model(unet_config, report["scheduler"]["config"])
     weights = safetensors.torch.load_file(os.path.join(root, "tiny_unet_musev.safetensors"))
@@ -54,11 +55,6 @@ def parity(comfy, shared_dir):
     model = musev_model.apply_motion(base, motion_patcher)
     return {"root": root, "report": report, "model": model, "info": info, "sd_keys": loaded_sd_keys,
             "weights": weights}
-
-
-def comfy_env_module(name):
-    import comfy_env
-    return comfy_env.pack_module(name)
 
 
 def load(parity, name):
@@ -74,7 +70,7 @@ def test_every_key_of_the_tiny_checkpoint_is_consumed(parity):
 
 @pytest.mark.parametrize("skip_temporal", [False, True])
 def test_unet_forward_matches_reference(parity, skip_temporal):
-    musev_model = comfy_env_module("nodes.musev_model")
+    musev_model = comfy_env.pack_module("nodes.musev_model")
     data = load(parity, "unet_forward_musev")
     settings = parity["report"]["unet_forward_settings"]
     sample = data["sample"]
@@ -115,8 +111,8 @@ class _CallRecorder:
 @pytest.fixture(scope="module")
 def pipeline_run(parity):
     import comfy.patcher_extension
-    musev_model = comfy_env_module("nodes.musev_model")
-    parallel = comfy_env_module("nodes.parallel_denoise")
+    musev_model = comfy_env.pack_module("nodes.musev_model")
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     data = load(parity, "pipeline_musev")
     settings = parity["report"]["pipeline_settings"]
     model = parity["model"].clone()
