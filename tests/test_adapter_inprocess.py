@@ -89,15 +89,21 @@ def test_any_comfy_sampler_and_scheduler(env, sampler, scheduler):
 
 
 def test_progress_bar_and_previews_follow_the_steps(env):
+    import comfy.cli_args
     import comfy.utils
     events, steps = [], []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
+    previous_hook, previous_method = comfy.utils.PROGRESS_BAR_HOOK, comfy.cli_args.args.preview_method
+    comfy.cli_args.args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, node_id=None: events.append((value, total, preview)))
     try:
         sample(env, musev(env), steps=3, callback=lambda i, x0, x, total: steps.append((i, x0.shape)))
     finally:
-        comfy.utils.set_progress_bar_global_hook(previous)
-    assert events == [(1, 3), (2, 3), (3, 3)]
+        comfy.utils.set_progress_bar_global_hook(previous_hook)
+        comfy.cli_args.args.preview_method = previous_method
+    assert [(value, total) for value, total, _ in events] == [(1, 3), (2, 3), (3, 3)]
+    # every step sends a latent preview image (of a generated frame, 8x8 latent cells)
+    assert all(preview is not None and preview[1].size == (8, 8) for _, _, preview in events)
     assert [i for i, _ in steps] == [0, 1, 2] and steps[0][1] == (7, 4, 8, 8)
 
 
