@@ -80,7 +80,25 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
             resized.append(new)
         return resized
 
+    @staticmethod
+    def check_controls(conds) -> None:
+        """Refuse per-frame ControlNet hints: ComfyUI would give every window the first hints of the video.
+
+        A single hint image (shared by all frames) is fine. Raises ValueError otherwise.
+        """
+        for cond_list in conds:
+            for cond in cond_list or []:
+                control = cond.get("control")
+                while control is not None:
+                    hint = getattr(control, "cond_hint_original", None)
+                    if isinstance(hint, torch.Tensor) and hint.ndim == 4 and hint.shape[0] > 1:
+                        raise ValueError(
+                            f"a ControlNet with {hint.shape[0]} hint frames is attached: per-window hint slicing is not "
+                            f"supported by this version of the MuseV sampler yet; use a single hint image")
+                    control = getattr(control, "previous_controlnet", None)
+
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
+        self.check_controls(conds)
         n_cond = self.num_condition
         total = x_in.shape[0]
         windows = self.windows(total - n_cond)

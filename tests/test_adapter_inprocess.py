@@ -172,3 +172,17 @@ def test_cfg_one_runs_the_conditional_branch_only(env):
                                     context_overlap=1, fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5,
                                     img_weight=0.001, denoise=1.0)
     assert out.shape == (6, 4, 8, 8) and torch.isfinite(out).all()
+
+
+def test_per_frame_controlnet_hints_are_refused_not_silently_misapplied():
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+
+    class Control:  # the attributes ComfyUI's ControlBase exposes
+        def __init__(self, frames, previous=None):
+            self.cond_hint_original = torch.zeros(frames, 3, 64, 64)
+            self.previous_controlnet = previous
+
+    handler = parallel.MuseVContextHandler(1, 4, 1)
+    handler.check_controls([[{"control": Control(1)}], None])  # one hint image for all frames: fine
+    with pytest.raises(ValueError, match="a ControlNet with 12 hint frames is attached"):
+        handler.check_controls([[{"control": Control(1, previous=Control(12))}], [{}]])
