@@ -186,3 +186,32 @@ def test_per_frame_controlnet_hints_are_refused_not_silently_misapplied():
     handler.check_controls([[{"control": Control(1)}], None])  # one hint image for all frames: fine
     with pytest.raises(ValueError, match="a ControlNet with 12 hint frames is attached"):
         handler.check_controls([[{"control": Control(1, previous=Control(12))}], [{}]])
+
+
+def test_denoise_below_one_starts_from_the_condition_noised_to_the_first_sigma(env):
+    import comfy.samplers
+    noise_module = comfy_env.pack_module("musev_core.noise")
+    model = musev(env)
+    starts = []
+    sample(env, model, frames=5, steps=4, callback=lambda i, x0, x, total: starts.append(x.clone()) if i == 0 else None)
+    full_start = starts[0]
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+    partial = []
+    with torch.inference_mode():
+        parallel.musev_sample(model, env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=3, steps=4,
+                              cfg=3.5, sampler_name="euler", scheduler="normal", context_frames=4, context_overlap=1,
+                              fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5, img_weight=0.001, denoise=0.5,
+                              callback=lambda i, x0, x, total: partial.append(x.clone()) if i == 0 else None)
+    sigmas = comfy.samplers.KSampler(model, steps=4, device="cpu", sampler="euler", scheduler="normal",
+                                     denoise=0.5).sigmas
+    latent_format = model.get_model_object("latent_format")
+    condition = latent_format.process_in(env["condition"].float())
+    unit = noise_module.initial_noise((1, 4, 5, 8, 8), torch.Generator().manual_seed(3), "video_fusion", 0.5)
+    unit = noise_module.blend_condition_into_noise(unit, condition.permute(1, 0, 2, 3)[None], 0.001)[0]
+    expected = condition + float(sigmas[0]) * unit.permute(1, 0, 2, 3)
+    assert float(sigmas[0]) < 14.0
+    assert torch.allclose(partial[0][1:], expected, atol=1e-4)
+    # full denoise starts from MuseV's noise * sigma_max, without the condition image added
+    full_sigma = float(comfy.samplers.KSampler(model, steps=4, device="cpu", sampler="euler", scheduler="normal",
+                                               denoise=1.0).sigmas[0])
+    assert torch.allclose(full_start[1:], full_sigma * unit.permute(1, 0, 2, 3), atol=1e-3)
