@@ -30,6 +30,9 @@ SD_UNET_KEY_PATTERN = re.compile(
     r"up_blocks\.\d+\.(resnets|attentions|upsamplers))\.\d+\."
 )
 
+#: MuseV key families of the referencenet flavour that are not temporal modules (fusion attentions, IP K/V).
+REFERENCE_FAMILIES = ("refer_emb_attns", "ip_adapter_kv")
+
 FLAVOUR_MUSEV = "musev"
 FLAVOUR_REFERENCENET = "musev_referencenet"
 
@@ -217,7 +220,7 @@ def infer_motion_layout(musev_state_dict: dict[str, torch.Tensor], name: str = "
     extra = {}
     for key in keys:
         family = musev_key_family(key)
-        if family in ("refer_emb_attns", "ip_adapter_kv"):
+        if family in REFERENCE_FAMILIES:
             extra[family] = extra.get(family, 0) + 1
     flavour = FLAVOUR_REFERENCENET if "refer_emb_attns" in extra else FLAVOUR_MUSEV
     return MotionLayout(flavour=flavour, down=down, mid=mid, up=up, transformer_in=transformer_in,

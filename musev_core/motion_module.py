@@ -1,11 +1,13 @@
 """The set of temporal modules of one MuseV motion checkpoint, under the checkpoint's own key names."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
-from .checkpoint import (FLAVOUR_REFERENCENET, CheckpointError, LevelLayout, MotionLayout, infer_motion_layout,
-                         read_state_dict, split_motion_state_dict)
+from .checkpoint import (FLAVOUR_REFERENCENET, REFERENCE_FAMILIES, CheckpointError, LevelLayout, MotionLayout,
+                         infer_motion_layout, musev_key_family, read_state_dict, split_motion_state_dict)
 from .embeddings import FrameEmbedding, window_frame_index
 from .temporal import TemporalConvLayer, TemporalTransformer
 
@@ -86,7 +88,6 @@ def load_motion_module(path: str, operations=nn, dtype=None, device=None, name: 
     Raises:
         CheckpointError: unreadable file, a file that is not a MuseV motion UNet, or missing/misshaped keys.
     """
-    import os
     name = name or os.path.basename(path)
     state_dict = read_state_dict(path)
     return build_motion_module(state_dict, operations=operations, dtype=dtype, device=device, name=name)
@@ -97,7 +98,8 @@ def build_motion_module(state_dict: dict[str, torch.Tensor], operations=nn, dtyp
     """Like `load_motion_module`, from an in-memory state dict (tensors may live on the `meta` device)."""
     musev_sd, sd_keys = split_motion_state_dict(state_dict, name)
     layout = infer_motion_layout(musev_sd, name)
-    handled = {k: v for k, v in musev_sd.items() if not _is_extra(k, layout)}
+    extra = {k: v for k, v in musev_sd.items() if musev_key_family(k) in REFERENCE_FAMILIES}
+    handled = {k: v for k, v in musev_sd.items() if k not in extra}
     module = MuseVMotionModule(layout, operations=operations, dtype=dtype, device=device)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(handled))
@@ -113,14 +115,8 @@ def build_motion_module(state_dict: dict[str, torch.Tensor], operations=nn, dtyp
     if all(t.device.type != "meta" for t in handled.values()):
         module.load_state_dict(handled, strict=True)
     info = {"flavour": layout.flavour, "musev_keys": len(handled), "sd_keys_ignored": len(sd_keys),
-            "extra_keys": {k: v for k, v in musev_sd.items() if _is_extra(k, layout)}}
+            "extra_keys": extra}
     return module, info
-
-
-def _is_extra(key: str, layout: MotionLayout) -> bool:
-    """Keys of the referencenet flavour's fusion attentions and IP K/V (not part of the temporal modules)."""
-    from .checkpoint import musev_key_family
-    return musev_key_family(key) in ("refer_emb_attns", "ip_adapter_kv")
 
 
 __all__ = ["MuseVMotionModule", "load_motion_module", "build_motion_module", "CheckpointError"]

@@ -36,15 +36,15 @@ def musev(env, model=None):
 
 
 def sample(env, model, frames=6, sampler="euler", scheduler="normal", steps=2, callback=None, condition=True,
-           context_frames=4, context_overlap=1, fuse="flat", width=0, height=0):
+           context_frames=4, context_overlap=1, fuse="flat", width=0, height=0, cfg=3.5, denoise=1.0, seed=3):
     parallel = comfy_env.pack_module("nodes.parallel_denoise")
     with torch.inference_mode():
         return parallel.musev_sample(model, env["positive"], env["negative"],
-                                     env["condition"] if condition else None, frames, width, height, seed=3,
-                                     steps=steps, cfg=3.5, sampler_name=sampler, scheduler=scheduler,
+                                     env["condition"] if condition else None, frames, width, height, seed=seed,
+                                     steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
                                      context_frames=context_frames, context_overlap=context_overlap,
                                      fuse_method=fuse, motion_speed=8.0, w_ind_noise=0.5, img_weight=0.001,
-                                     denoise=1.0, callback=callback)
+                                     denoise=denoise, callback=callback)
 
 
 def test_injection_is_undone_and_leaves_weights_untouched(env):
@@ -165,12 +165,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
 
 
 def test_cfg_one_runs_the_conditional_branch_only(env):
-    parallel = comfy_env.pack_module("nodes.parallel_denoise")
-    with torch.inference_mode():
-        out = parallel.musev_sample(musev(env), env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=1,
-                                    steps=2, cfg=1.0, sampler_name="euler", scheduler="normal", context_frames=4,
-                                    context_overlap=1, fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5,
-                                    img_weight=0.001, denoise=1.0)
+    out = sample(env, musev(env), frames=5, cfg=1.0, seed=1)
     assert out.shape == (6, 4, 8, 8) and torch.isfinite(out).all()
 
 
@@ -195,13 +190,9 @@ def test_denoise_below_one_starts_from_the_condition_noised_to_the_first_sigma(e
     starts = []
     sample(env, model, frames=5, steps=4, callback=lambda i, x0, x, total: starts.append(x.clone()) if i == 0 else None)
     full_start = starts[0]
-    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     partial = []
-    with torch.inference_mode():
-        parallel.musev_sample(model, env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=3, steps=4,
-                              cfg=3.5, sampler_name="euler", scheduler="normal", context_frames=4, context_overlap=1,
-                              fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5, img_weight=0.001, denoise=0.5,
-                              callback=lambda i, x0, x, total: partial.append(x.clone()) if i == 0 else None)
+    sample(env, model, frames=5, steps=4, denoise=0.5,
+           callback=lambda i, x0, x, total: partial.append(x.clone()) if i == 0 else None)
     sigmas = comfy.samplers.KSampler(model, steps=4, device="cpu", sampler="euler", scheduler="normal",
                                      denoise=0.5).sigmas
     latent_format = model.get_model_object("latent_format")
