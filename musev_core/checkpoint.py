@@ -118,8 +118,11 @@ class MotionLayout:
         transformer_in: whether a temporal transformer follows conv_in (`musev` only).
         frame_channels: sinusoid width of the frame embedding (320 for SD1.5).
         femb_channels: frame-embedding width (1280 for SD1.5).
-        extra_families: MuseV key families present but not handled by the temporal modules
-            (`refer_emb_attns`, `ip_adapter_kv` for the referencenet flavour).
+        extra_families: key counts of the referencenet-only families (`refer_emb_attns`, `ip_adapter_kv`).
+        fusion_channels: `{prefix: C}` of every reference-fusion attention (`first_refer_emb_attns`,
+            `down_blocks.N.refer_emb_attns.M`, `mid_block_refer_emb_attns`); empty for `musev`.
+        ip_shapes: `{prefix: (C, context_dim)}` of every IP-Adapter K/V pair, prefix up to `attn2`
+            (`down_blocks.0.attentions.0.transformer_blocks.0.attn2`); empty for `musev`.
     """
 
     flavour: str
@@ -131,6 +134,13 @@ class MotionLayout:
     femb_channels: int
     transformer_in_channels: int = 0
     extra_families: dict[str, int] = field(default_factory=dict)
+    fusion_channels: dict[str, int] = field(default_factory=dict)
+    ip_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def layers_per_block(self) -> int:
+        """ResBlocks per down block (one temporal conv each)."""
+        return self.down[0].temp_convs if self.down else 0
 
 
 def split_motion_state_dict(state_dict: dict[str, torch.Tensor], name: str = "checkpoint"):
@@ -218,11 +228,18 @@ def infer_motion_layout(musev_state_dict: dict[str, torch.Tensor], name: str = "
             raise CheckpointError(f"{name} is incomplete: missing '{norm_key}'")
         transformer_in_channels = int(musev_state_dict[norm_key].shape[0])
     extra = {}
+    fusion_channels, ip_shapes = {}, {}
     for key in keys:
         family = musev_key_family(key)
         if family in REFERENCE_FAMILIES:
             extra[family] = extra.get(family, 0) + 1
+        if family == "refer_emb_attns" and key.endswith(".to_q.weight"):
+            fusion_channels[key[:-len(".to_q.weight")]] = int(musev_state_dict[key].shape[0])
+        elif family == "ip_adapter_kv" and key.endswith(".to_k_ip.weight"):
+            shape = musev_state_dict[key].shape
+            ip_shapes[key[:-len(".to_k_ip.weight")]] = (int(shape[0]), int(shape[1]))
     flavour = FLAVOUR_REFERENCENET if "refer_emb_attns" in extra else FLAVOUR_MUSEV
     return MotionLayout(flavour=flavour, down=down, mid=mid, up=up, transformer_in=transformer_in,
                         frame_channels=frame_channels, femb_channels=femb_channels,
-                        transformer_in_channels=transformer_in_channels, extra_families=extra)
+                        transformer_in_channels=transformer_in_channels, extra_families=extra,
+                        fusion_channels=fusion_channels, ip_shapes=ip_shapes)

@@ -1,4 +1,4 @@
-"""The set of temporal modules of one MuseV motion checkpoint, under the checkpoint's own key names."""
+"""The modules MuseV adds to an SD1.5 UNet, from one motion checkpoint, under the checkpoint's own key names."""
 from __future__ import annotations
 
 import os
@@ -6,10 +6,30 @@ import os
 import torch
 from torch import nn
 
-from .checkpoint import (FLAVOUR_REFERENCENET, REFERENCE_FAMILIES, CheckpointError, LevelLayout, MotionLayout,
-                         infer_motion_layout, musev_key_family, read_state_dict, split_motion_state_dict)
+import re
+
+from .checkpoint import (FLAVOUR_REFERENCENET, CheckpointError, LevelLayout, MotionLayout, infer_motion_layout,
+                         read_state_dict, split_motion_state_dict)
 from .embeddings import FrameEmbedding, window_frame_index
+from .reference import IPAdapterKV, ReferenceFusionAttention, reference_feature_index
 from .temporal import TemporalConvLayer, TemporalTransformer
+
+#: Where a reference-fusion attention reads its ReferenceNet feature: "mid" or a down-feature index.
+MID_FEATURE = "mid"
+_DOWN_FUSION = re.compile(r"^down_blocks\.(\d+)\.refer_emb_attns\.(\d+)$")
+
+
+def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    """Place `module` at the dotted path under `root`, creating plain containers on the way (keeps key names)."""
+    *parents, leaf = dotted.split(".")
+    node = root
+    for name in parents:
+        child = node._modules.get(name)
+        if child is None:
+            child = nn.Module()
+            node.add_module(name, child)
+        node = child
+    node.add_module(leaf, module)
 
 
 class _LevelModules(nn.Module):
@@ -25,7 +45,10 @@ class _LevelModules(nn.Module):
 
 
 class MuseVMotionModule(nn.Module):
-    """All temporal modules of a MuseV UNet, addressable by diffusers block position.
+    """All non-SD modules of a MuseV UNet, addressable by diffusers block position.
+
+    Temporal convolutions and attentions, the frame embedding and, for the referencenet flavour, the 13
+    reference-fusion attentions and 16 IP-Adapter K/V pairs.
 
     The state-dict keys equal the checkpoint's MuseV keys (`down_blocks.0.temp_convs.0.conv1.0.weight`,
     `mid_block.temp_attentions.0...`, `transformer_in...`, `frame_embedding...`), so a released file loads with
@@ -48,6 +71,13 @@ class MuseVMotionModule(nn.Module):
             TemporalTransformer(layout.transformer_in_channels, femb, operations=operations, dtype=dtype, device=device)
             if layout.transformer_in else None)
         self.frame_embedding = FrameEmbedding(layout.frame_channels, femb, operations, dtype, device)
+        # referencenet flavour: ReferenceNet fusion attentions and IP-Adapter K/V under their checkpoint names
+        for prefix, channels in sorted(layout.fusion_channels.items()):
+            _attach(self, prefix, ReferenceFusionAttention(channels, operations=operations, dtype=dtype,
+                                                           device=device))
+        for prefix, (channels, context_dim) in sorted(layout.ip_shapes.items()):
+            _attach(self, prefix, IPAdapterKV(channels, context_dim, operations=operations, dtype=dtype,
+                                              device=device))
 
     @property
     def flavour(self) -> str:
@@ -69,6 +99,35 @@ class MuseVMotionModule(nn.Module):
             femb = torch.nn.functional.silu(femb)
         return femb
 
+    @property
+    def zeroes_condition_temb(self) -> bool:
+        """The referencenet flavour gives condition frames a zero time embedding (`keep_vision_condtion`)."""
+        return self.layout.flavour == FLAVOUR_REFERENCENET
+
+    def reference_fusions(self):
+        """Yield `(prefix, module, feature)` for each fusion attention.
+
+        `feature` is the ReferenceNet down-feature index it reads (see `reference_feature_index`) or `MID_FEATURE`.
+        """
+        num_levels, layers = len(self.layout.down), self.layout.layers_per_block
+        for prefix in sorted(self.layout.fusion_channels):
+            module = self.get_submodule(prefix)
+            if prefix == "first_refer_emb_attns":
+                yield prefix, module, 0
+            elif prefix == "mid_block_refer_emb_attns":
+                yield prefix, module, MID_FEATURE
+            else:
+                match = _DOWN_FUSION.match(prefix)
+                if match is None:
+                    raise CheckpointError(f"unexpected reference-fusion attention '{prefix}'")
+                level, position = int(match.group(1)), int(match.group(2))
+                yield prefix, module, reference_feature_index(level, position, num_levels, layers)
+
+    def ip_adapter_kvs(self):
+        """Yield `(prefix, IPAdapterKV)`, e.g. `('down_blocks.0.attentions.0.transformer_blocks.0.attn2', ...)`."""
+        for prefix in sorted(self.layout.ip_shapes):
+            yield prefix, self.get_submodule(prefix)
+
     def named_temporal_modules(self):
         """Yield `(diffusers_prefix, module)` for every temporal conv/attention, e.g. `down_blocks.0.temp_convs.1`."""
         for name, module in self.named_modules():
@@ -84,7 +143,8 @@ def load_motion_module(path: str, operations=nn, dtype=None, device=None, name: 
         operations, dtype, device: passed to the modules; weights are cast to `dtype` if given.
         name: file name for error messages (default: the base name of `path`).
     Returns:
-        `(module, info)` where info is a dict with `flavour`, `musev_keys` (count consumed), `sd_keys_ignored`.
+        `(module, info)` where info is a dict with `flavour`, `musev_keys` (count consumed: temporal modules, frame
+        embedding and, for the referencenet flavour, the fusion attentions and IP-Adapter K/V), `sd_keys_ignored`.
     Raises:
         CheckpointError: unreadable file, a file that is not a MuseV motion UNet, or missing/misshaped keys.
     """
@@ -98,15 +158,14 @@ def build_motion_module(state_dict: dict[str, torch.Tensor], operations=nn, dtyp
     """Like `load_motion_module`, from an in-memory state dict (tensors may live on the `meta` device)."""
     musev_sd, sd_keys = split_motion_state_dict(state_dict, name)
     layout = infer_motion_layout(musev_sd, name)
-    extra = {k: v for k, v in musev_sd.items() if musev_key_family(k) in REFERENCE_FAMILIES}
-    handled = {k: v for k, v in musev_sd.items() if k not in extra}
+    handled = musev_sd
     module = MuseVMotionModule(layout, operations=operations, dtype=dtype, device=device)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(handled))
     unexpected = sorted(set(handled) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{name}: MuseV keys do not form complete temporal modules "
+            f"{name}: MuseV keys do not form complete modules "
             f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})")
     for key, tensor in handled.items():
         if tuple(expected[key].shape) != tuple(tensor.shape):
@@ -114,8 +173,7 @@ def build_motion_module(state_dict: dict[str, torch.Tensor], operations=nn, dtyp
                                   f"expected {tuple(expected[key].shape)}")
     if all(t.device.type != "meta" for t in handled.values()):
         module.load_state_dict(handled, strict=True)
-    info = {"flavour": layout.flavour, "musev_keys": len(handled), "sd_keys_ignored": len(sd_keys),
-            "extra_keys": extra}
+    info = {"flavour": layout.flavour, "musev_keys": len(handled), "sd_keys_ignored": len(sd_keys)}
     return module, info
 
 

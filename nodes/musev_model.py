@@ -10,6 +10,11 @@ How the pieces enter the MODEL (all keyed "musev", no global monkeypatching; spe
 - `forward_timestep_embed_patch` entries let the inserted modules read the frame layout of the call;
 - an `attn1_patch` adds the condition frames' tokens to every spatial self-attention (reference-only attention);
 - a `DIFFUSION_MODEL` wrapper works out the frame layout of each UNet call and its frame embedding.
+For the `musev_referencenet` flavour also (spec/musev.md §1.5, §2.3, §3):
+- the 13 reference-fusion attentions are appended to conv_in, every down-block layer and downsampler, and the mid
+  block (injected like the temporal modules, run by the same forward_timestep_embed_patch mechanism);
+- an `emb_patch` gives the condition frames a zero time embedding;
+- `attn2` replace patches on the 16 spatial cross-attentions add the IP-Adapter attention to the text attention.
 
 Frame layout of one UNet call: the batch is `(b t)`, `b = len(cond_or_uncond)` CFG chunks of `t` frames each;
 inside a MuseV window the condition frame(s) come first (`MuseVWindow.condition_index`).
@@ -27,8 +32,11 @@ import comfy.patcher_extension
 from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, ResBlock, Upsample
 
-from ..musev_core.checkpoint import FLAVOUR_MUSEV, CheckpointError
-from ..musev_core.motion_module import MuseVMotionModule, build_motion_module
+import comfy.ldm.modules.attention as comfy_attention
+
+from ..musev_core.checkpoint import CheckpointError
+from ..musev_core.motion_module import MID_FEATURE, MuseVMotionModule, build_motion_module
+from ..musev_core.reference import IPTokens, ReferenceFeatures, ReferenceFusionAttention
 from ..musev_core.reference_attention import reference_only_context
 from ..musev_core.temporal import MUSEV_BLOCK_NORM_EPS, TemporalConvLayer, TemporalTransformer
 
@@ -51,6 +59,8 @@ class MuseVWindow:
         full_length: frames in the full latent batch (condition + generated).
         motion_speed: frame-position multiplier of the referencenet flavour.
         skip_temporal: run the UNet as MuseV's text-to-image pass (temporal layers return their input).
+        reference: ReferenceNet features fused into every window (referencenet flavour), or None.
+        ip_tokens: IP-Adapter tokens for the spatial cross-attentions (referencenet flavour), or None.
     """
 
     condition_index: list[int] = field(default_factory=list)
@@ -58,16 +68,34 @@ class MuseVWindow:
     full_length: int = 0
     motion_speed: float = DEFAULT_MOTION_SPEED
     skip_temporal: bool = False
+    reference: ReferenceFeatures | None = None
+    ip_tokens: IPTokens | None = None
 
 
 @dataclass
 class MuseVCall:
-    """Per-UNet-call state: frames per CFG chunk, frame embedding `(t, femb)`, condition positions."""
+    """Per-UNet-call state built by the DIFFUSION_MODEL wrapper.
+
+    Attributes:
+        num_frames: t, frames per CFG chunk (the batch is `(b t)`).
+        femb: `(t, femb_channels)` frame embedding, or None when temporal layers are skipped.
+        condition_index: positions of the clean condition frame(s) inside each chunk.
+        skip_temporal: temporal layers return their input.
+        zero_condition_temb: give condition frames a zero time embedding (referencenet flavour).
+        reference: 13 ReferenceNet features `b c t2 h w` in chunk order (12 down + mid), or None.
+        ip_tokens: `(b t) n dim` IP tokens, or None; ip_scale their weight.
+        motion: the motion module (for the IP-Adapter K/V of each cross-attention).
+    """
 
     num_frames: int
     femb: torch.Tensor | None
     condition_index: list[int]
     skip_temporal: bool
+    zero_condition_temb: bool = False
+    reference: list[torch.Tensor] | None = None
+    ip_tokens: torch.Tensor | None = None
+    ip_scale: float = 1.0
+    motion: MuseVMotionModule | None = None
 
 
 def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, int]]:
@@ -77,6 +105,10 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     the module that belongs there (`down_blocks.{level}.temp_convs.{layer}`, `mid_block.temp_attentions.0`,
     `up_blocks.{level}.temp_attentions.{layer}`, `transformer_in`).
 
+    Reference-fusion slots (`first_refer_emb_attns`, `down_blocks.{level}.refer_emb_attns.{position}`,
+    `mid_block_refer_emb_attns`) have anchor None: they go at the END of their container, after the temporal
+    modules (MuseV fuses each layer's and downsampler's final output).
+
     Returns:
         `{prefix: (container, anchor, channels)}`: insert after `anchor` in `container`; `channels` is the width
         the module must have.
@@ -84,6 +116,7 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     slots = {}
     conv_in = unet.input_blocks[0]
     slots["transformer_in"] = (conv_in, list(conv_in)[-1], unet.model_channels)
+    slots["first_refer_emb_attns"] = (conv_in, None, unet.model_channels)
 
     def add_layer(prefix: str, container, layer: int):
         children = list(container)
@@ -97,10 +130,15 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     level, layer = 0, 0
     for block in list(unet.input_blocks)[1:]:
         children = list(block)
-        if any(isinstance(m, Downsample) for m in children):
+        downsample = [m for m in children if isinstance(m, Downsample)]
+        if downsample:
+            slots[f"down_blocks.{level}.refer_emb_attns.{layer}"] = (block, None, downsample[0].out_channels)
             level, layer = level + 1, 0
             continue
         add_layer(f"down_blocks.{level}", block, layer)
+        resblocks = [m for m in children if isinstance(m, ResBlock)]
+        if resblocks:
+            slots[f"down_blocks.{level}.refer_emb_attns.{layer}"] = (block, None, resblocks[0].out_channels)
         layer += 1
 
     mid = list(unet.middle_block)
@@ -110,6 +148,8 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
         slots[f"mid_block.temp_convs.{i}"] = (unet.middle_block, res, res.out_channels)
     for i, tr in enumerate(mid_tr):
         slots[f"mid_block.temp_attentions.{i}"] = (unet.middle_block, tr, tr.in_channels)
+    if mid_res:
+        slots["mid_block_refer_emb_attns"] = (unet.middle_block, None, mid_res[-1].out_channels)
 
     level, layer = 0, 0
     for block in unet.output_blocks:
@@ -120,13 +160,52 @@ def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, 
     return slots
 
 
+def locate_cross_attentions(unet) -> dict[str, tuple[tuple[str, int], int]]:
+    """ComfyUI patch keys of the spatial transformer blocks, by diffusers prefix.
+
+    Returns:
+        `{"down_blocks.0.attentions.0.transformer_blocks.0.attn2": (("input", 1), 0), ...}`: the block
+        (`transformer_options["block"]`) and the transformer index inside it, i.e. the key ComfyUI's `attn2`
+        replace patches use is `(block[0], block[1], index)`.
+    """
+    found = {}
+
+    def add(prefix: str, block_key: tuple[str, int], container):
+        for module in container:
+            if isinstance(module, SpatialTransformer):
+                for index in range(len(module.transformer_blocks)):
+                    found[f"{prefix}.transformer_blocks.{index}.attn2"] = (block_key, index)
+
+    level, layer = 0, 0
+    for block_id, block in enumerate(unet.input_blocks):
+        if block_id == 0:
+            continue
+        if any(isinstance(m, Downsample) for m in block):
+            level, layer = level + 1, 0
+            continue
+        add(f"down_blocks.{level}.attentions.{layer}", ("input", block_id), block)
+        layer += 1
+    add("mid_block.attentions.0", ("middle", 0), unet.middle_block)
+    level, layer = 0, 0
+    for block_id, block in enumerate(unet.output_blocks):
+        add(f"up_blocks.{level}.attentions.{layer}", ("output", block_id), block)
+        layer += 1
+        if any(isinstance(m, Upsample) for m in block):
+            level, layer = level + 1, 0
+    return found
+
+
+def _fusion_width(module: ReferenceFusionAttention) -> int:
+    return module.to_q.weight.shape[0]
+
+
 def check_fits(motion: MuseVMotionModule, unet, name: str) -> None:
     """Refuse a motion checkpoint whose temporal modules do not fit the MODEL's UNet.
 
     Raises:
         CheckpointError: naming the first mismatching position, with expected and found channels.
     """
-    slots = locate_slots(unet)
+    slots = {k: v for k, v in locate_slots(unet).items() if v[1] is not None}
     modules = dict(motion.named_temporal_modules())
     if motion.transformer_in is None:
         slots.pop("transformer_in", None)
@@ -143,16 +222,29 @@ def check_fits(motion: MuseVMotionModule, unet, name: str) -> None:
         if width != channels:
             raise CheckpointError(f"{name} does not fit this MODEL: '{prefix}' has {width} channels, "
                                   f"the UNet has {channels} there (is the MODEL an SD1.5 checkpoint?)")
+    all_slots = locate_slots(unet)
+    for prefix, module, _feature in motion.reference_fusions():
+        if prefix not in all_slots or all_slots[prefix][2] != _fusion_width(module):
+            where = all_slots[prefix][2] if prefix in all_slots else "no such position"
+            raise CheckpointError(f"{name} does not fit this MODEL: reference fusion '{prefix}' has "
+                                  f"{_fusion_width(module)} channels, the UNet has {where}")
+    attentions = locate_cross_attentions(unet)
+    for prefix, _kv in motion.ip_adapter_kvs():
+        if prefix not in attentions:
+            raise CheckpointError(f"{name} does not fit this MODEL: IP-Adapter attention '{prefix}' has no spatial "
+                                  f"cross-attention in the UNet")
 
 
 def _remove_musev_modules(unet) -> None:
     for container in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
         for index in reversed(range(len(container))):
-            if isinstance(container[index], (TemporalConvLayer, TemporalTransformer)):
+            if isinstance(container[index], (TemporalConvLayer, TemporalTransformer, ReferenceFusionAttention)):
                 del container[index]
 
 
 _SAVED_EPS = "_musev_saved_eps"
+#: attribute of an injected fusion attention naming the ReferenceNet feature it reads
+FEATURE_ATTR = "musev_reference_feature"
 
 
 def _set_spatial_norm_eps(unet) -> None:
@@ -191,6 +283,8 @@ def _inject(model_patcher) -> None:
         container, anchor, _ = slots[prefix]
         position = [i for i, m in enumerate(container) if m is anchor][0]
         container.insert(position + 1, module)
+    for prefix, module, _feature in motion.reference_fusions():
+        slots[prefix][0].append(module)
     _set_spatial_norm_eps(unet)
 
 
@@ -208,6 +302,52 @@ def _temporal_layer_handler(layer, x, emb, context, transformer_options, *args, 
     if isinstance(layer, TemporalTransformer):
         return layer(x, call.femb, call.num_frames)
     return layer(x, call.num_frames)
+
+
+def _reference_fusion_handler(layer, x, emb, context, transformer_options, *args, **kwargs):
+    """forward_timestep_embed handler for the inserted reference-fusion attentions."""
+    call: MuseVCall | None = transformer_options.get(CALL_KEY)
+    if call is None or call.reference is None:
+        return x
+    feature = getattr(layer, FEATURE_ATTR)
+    reference = call.reference[-1] if feature == MID_FEATURE else call.reference[feature]
+    return layer(x, reference, call.num_frames)
+
+
+def _zero_condition_temb(emb, model_channels, transformer_options):
+    """emb_patch: the referencenet flavour gives condition frames a zero time embedding.
+
+    MuseV zeroes the rows after its top-level SiLU and skips the ResBlocks' own SiLU; ComfyUI's ResBlocks apply
+    SiLU first, and SiLU(0) = 0, so zeroing the rows here is the same (spec/musev.md §1.5).
+    """
+    call: MuseVCall | None = transformer_options.get(CALL_KEY)
+    if call is None or not call.zero_condition_temb or not call.condition_index or call.num_frames < 2:
+        return emb
+    rows = [chunk * call.num_frames + i for chunk in range(emb.shape[0] // call.num_frames)
+            for i in call.condition_index]
+    emb = emb.clone()
+    emb[rows] = 0
+    return emb
+
+
+class _IPAdapterAttention2:
+    """`attn2` replace patch: text attention plus MuseV's decoupled IP-Adapter attention (spec/musev.md §3).
+
+    Holds only the diffusers prefix of its cross-attention, so deep copies of model options stay cheap; the K/V
+    projections come from the motion module of the call.
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        out = comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+        call: MuseVCall | None = extra_options.get(CALL_KEY)
+        if call is None or call.ip_tokens is None or call.ip_scale == 0 or call.motion is None:
+            return out
+        kv = call.motion.get_submodule(self.prefix)
+        return out + call.ip_scale * kv.attention(q, call.ip_tokens, heads).to(out.dtype)
 
 
 def _reference_only_attn1(n, context_attn1, value_attn1, extra_options):
@@ -247,8 +387,17 @@ class _DiffusionModelWrapper:
         skip = num_frames < 2 or (window is not None and window.skip_temporal)
         femb = None if skip else self.motion.frame_embedding_for(num_frames, motion_speed, device=x.device,
                                                                  dtype=x.dtype)
+        call = MuseVCall(num_frames, femb, condition_index, skip, motion=self.motion,
+                         zero_condition_temb=self.motion.zeroes_condition_temb)
+        if window is not None and self.motion.layout.fusion_channels:
+            chunk_codes = list(transformer_options.get("cond_or_uncond", [0]))
+            if window.reference is not None:
+                call.reference = window.reference.for_chunks(chunk_codes, device=x.device, dtype=x.dtype)
+            if window.ip_tokens is not None:
+                call.ip_tokens = window.ip_tokens.rows(chunk_codes, num_frames, device=x.device, dtype=x.dtype)
+                call.ip_scale = window.ip_tokens.scale
         options = dict(transformer_options)
-        options[CALL_KEY] = MuseVCall(num_frames, femb, condition_index, skip)
+        options[CALL_KEY] = call
         return executor(x, timesteps, context, y, control, options, **kwargs)
 
 
@@ -270,17 +419,15 @@ def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], nam
     Returns:
         `(motion_patcher, info)`; info as from `build_motion_module`.
     Raises:
-        CheckpointError: not a MuseV checkpoint, an unsupported flavour, or modules that do not fit the UNet.
+        CheckpointError: not a MuseV checkpoint, or modules that do not fit the UNet.
     """
     base = model_patcher.model
     dtype = base.get_dtype()
     motion, info = build_motion_module(state_dict, operations=_operations_for(model_patcher), dtype=dtype,
                                        device=model_patcher.offload_device, name=name)
-    if info["flavour"] != FLAVOUR_MUSEV:
-        raise CheckpointError(
-            f"{name} is a {info['flavour']} checkpoint: its ReferenceNet fusion and IP-Adapter attention are not "
-            f"supported by this version of the pack yet; use the 'musev' checkpoint (musev/unet/...)")
     check_fits(motion, base.diffusion_model, name)
+    for _prefix, module, feature in motion.reference_fusions():
+        setattr(module, FEATURE_ATTR, feature)
     motion.eval().requires_grad_(False)
     patcher = comfy.model_patcher.ModelPatcher(motion, load_device=model_patcher.load_device,
                                                offload_device=model_patcher.offload_device)
@@ -302,9 +449,21 @@ def apply_motion(model_patcher, motion_patcher):
     embed_patches = [p for p in patches.get("forward_timestep_embed_patch", [])
                      if p[0] not in (TemporalConvLayer, TemporalTransformer)]
     patches["forward_timestep_embed_patch"] = embed_patches + [(TemporalConvLayer, _temporal_layer_handler),
-                                                               (TemporalTransformer, _temporal_layer_handler)]
+                                                               (TemporalTransformer, _temporal_layer_handler),
+                                                               (ReferenceFusionAttention, _reference_fusion_handler)]
     patches["attn1_patch"] = [p for p in patches.get("attn1_patch", []) if p is not _reference_only_attn1]
     patches["attn1_patch"].append(_reference_only_attn1)
+    patches["emb_patch"] = [p for p in patches.get("emb_patch", []) if p is not _zero_condition_temb]
+    motion = motion_patcher.model
+    if motion.zeroes_condition_temb:
+        patches["emb_patch"].append(_zero_condition_temb)
+    replace = patched.model_options["transformer_options"].setdefault("patches_replace", {})
+    attn2 = {key: p for key, p in replace.get("attn2", {}).items() if not isinstance(p, _IPAdapterAttention2)}
+    attentions = locate_cross_attentions(model_patcher.model.diffusion_model)
+    for prefix, _kv in motion.ip_adapter_kvs():
+        block, index = attentions[prefix]
+        attn2[(block[0], block[1], index)] = _IPAdapterAttention2(prefix)
+    replace["attn2"] = attn2
     return patched
 
 
@@ -338,4 +497,10 @@ def unet_call(model_patcher, x: torch.Tensor, timesteps: torch.Tensor, context: 
 def is_musev_model(model_patcher) -> bool:
     """Whether MuseV's temporal modules were applied to this MODEL."""
     return bool(model_patcher.get_additional_models_with_key(KEY))
+
+
+def musev_flavour(model_patcher) -> str | None:
+    """`musev` / `musev_referencenet` for a MODEL with MuseV applied, else None."""
+    motion = _motion_of(model_patcher)
+    return None if motion is None else motion.flavour
 

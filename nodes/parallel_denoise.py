@@ -22,7 +22,8 @@ import latent_preview
 
 from ..musev_core.noise import blend_condition_into_noise, initial_noise
 from ..musev_core.windows import fuse_weights, uniform_v2_windows, validate_window_settings
-from .musev_model import WINDOW_KEY, MuseVWindow
+from ..musev_core.checkpoint import FLAVOUR_REFERENCENET
+from .musev_model import WINDOW_KEY, MuseVWindow, musev_flavour
 
 
 class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
@@ -37,11 +38,16 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         context_overlap: overlap O (frames) between neighbouring windows.
         fuse_method: `flat` (MuseV's plain average), `pyramid` or `overlap-linear`.
         motion_speed: frame-position multiplier for the referencenet flavour.
+        reference: ReferenceNet features given to every window (referencenet flavour), or None.
+        ip_tokens: IP-Adapter tokens given to every window (referencenet flavour), or None.
+    The two reference values are shared, never copied (their `__deepcopy__` returns themselves).
     """
 
     def __init__(self, num_condition: int, context_frames: int, context_overlap: int, fuse_method: str = "flat",
-                 motion_speed: float = 8.0):
+                 motion_speed: float = 8.0, reference=None, ip_tokens=None):
         self.num_condition = num_condition
+        self.reference = reference
+        self.ip_tokens = ip_tokens
         self.context_frames = context_frames
         self.context_overlap = context_overlap
         self.fuse_method = fuse_method
@@ -116,7 +122,8 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
             for window in windows:
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 frames = condition_index + [n_cond + f for f in window]
-                transformer_options[WINDOW_KEY] = MuseVWindow(condition_index, frames, total, self.motion_speed)
+                transformer_options[WINDOW_KEY] = MuseVWindow(condition_index, frames, total, self.motion_speed,
+                                                              reference=self.reference, ip_tokens=self.ip_tokens)
                 # IPAdapter_plus and other packs slice per-frame inputs with AnimateDiff's ad_params
                 transformer_options["ad_params"] = {"full_length": total, "context_length": len(frames),
                                                     "sub_idxs": frames}
@@ -147,7 +154,7 @@ def check_settings(frames: int, context_frames: int, context_overlap: int) -> st
 def musev_sample(model, positive, negative, condition_samples, frames: int, width: int, height: int, seed: int,
                  steps: int, cfg: float, sampler_name: str, scheduler: str, context_frames: int, context_overlap: int,
                  fuse_method: str, motion_speed: float, w_ind_noise: float, img_weight: float, denoise: float,
-                 noise_type: str = "video_fusion", callback=None):
+                 noise_type: str = "video_fusion", callback=None, reference=None, ip_tokens=None):
     """Run one MuseV video through ComfyUI's sampler with parallel windows.
 
     Args:
@@ -157,6 +164,8 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
         frames: L, generated frames.
         width, height: video size in pixels when no condition latent is given (0 = the condition's size).
         callback: optional `fn(step, x0, x, total_steps)` with the full latent batch (model space) at every step.
+        reference: `ReferenceFeatures` (MuseV ReferenceNet Encode) or None; needs a musev_referencenet MODEL.
+        ip_tokens: `IPTokens` (MuseV IP-Adapter Embed) or None; needs a musev_referencenet MODEL.
         Other arguments as the node's inputs.
     Returns:
         `(n_vis + L, 4, h, w)` latents: the condition frame(s) first (exactly the input), then the generated frames.
@@ -166,6 +175,11 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
     problem = check_settings(frames, context_frames, context_overlap)
     if problem:
         raise ValueError(problem)
+    flavour = musev_flavour(model)
+    if (reference is not None or ip_tokens is not None) and flavour != FLAVOUR_REFERENCENET:
+        raise ValueError(f"reference features and IP tokens need a musev_referencenet MODEL (its fusion attentions and "
+                         f"IP-Adapter attention), but this MODEL has the '{flavour}' motion checkpoint; load "
+                         f"musev_referencenet/unet/... with 'Load MuseV UNet' or disconnect them")
     latent_format = model.get_model_object("latent_format")
     channels = latent_format.latent_channels
     if condition_samples is not None:
@@ -201,7 +215,7 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
 
     run_model = model.clone()
     run_model.model_options["context_handler"] = MuseVContextHandler(n_cond, context_frames, context_overlap,
-                                                                     fuse_method, motion_speed)
+                                                                     fuse_method, motion_speed, reference, ip_tokens)
     comfy.context_windows.create_prepare_sampling_wrapper(run_model)
 
     ksampler = comfy.samplers.KSampler(run_model, steps=steps, device=run_model.load_device, sampler=sampler_name,

@@ -20,7 +20,7 @@ def comfy_dir() -> str | None:
 
 
 def bootstrap() -> None:
-    """Make `comfy`, `folder_paths`, `nodes`... importable (CPU, default arguments). Idempotent."""
+    """Make `comfy`, `folder_paths`, `nodes`... importable (CPU, PyTorch attention). Idempotent."""
     global _bootstrapped
     if _bootstrapped:
         return
@@ -30,7 +30,8 @@ def bootstrap() -> None:
     if path not in sys.path:
         sys.path.insert(0, path)
     saved = sys.argv
-    sys.argv = [saved[0], "--cpu"]
+    # PyTorch SDPA attention, as ComfyUI uses on current GPUs (its CPU default is the chunked sub-quadratic one)
+    sys.argv = [saved[0], "--cpu", "--use-pytorch-cross-attention"]
     try:
         import comfy.options
         comfy.options.enable_args_parsing()

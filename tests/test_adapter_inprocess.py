@@ -56,8 +56,8 @@ def test_injection_is_undone_and_leaves_weights_untouched(env):
     patched = musev(env)
     comfy.model_management.load_models_gpu([patched])
     inserted = [m for m in unet.modules() if isinstance(m, (temporal.TemporalConvLayer, temporal.TemporalTransformer))]
-    slots = musev_model.locate_slots(unet)
-    assert len(inserted) == len(slots) > 0
+    temporal_slots = [k for k, (_c, anchor, _w) in musev_model.locate_slots(unet).items() if anchor is not None]
+    assert len(inserted) == len(temporal_slots) > 0
     # the spatial transformer of input block 1 moved one place to make room for the temporal conv
     assert isinstance(unet.input_blocks[1][1], temporal.TemporalConvLayer)
     comfy.model_management.unload_all_models()
@@ -159,9 +159,15 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
     full_size = {k: torch.empty(s, device="meta") for k, s in released["musev"].items()}
     with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL"):
         musev_model.build_motion_patcher(env["model"], full_size, "musev/unet/diffusion_pytorch_model.safetensors")
-    referencenet = {k: torch.empty(s, device="meta") for k, s in released["musev_referencenet"].items()}
-    with pytest.raises(checkpoint.CheckpointError, match="is a musev_referencenet checkpoint"):
-        musev_model.build_motion_patcher(env["model"], referencenet, "musev_referencenet/unet/x.safetensors")
+    referencenet_unet = {k: torch.empty(s, device="meta") for k, s in released["musev_referencenet"].items()}
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL"):
+        musev_model.build_motion_patcher(env["model"], referencenet_unet, "musev_referencenet/unet/x.safetensors")
+    # a ReferenceNet is named as such, with the node to use it with
+    referencenet = {k: torch.empty(s, device="meta") for k, s in released["referencenet"].items()}
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        musev_model.build_motion_patcher(env["model"], referencenet, "musev_referencenet/referencenet/r.safetensors")
+    assert "musev_referencenet/referencenet/r.safetensors is not a MuseV motion checkpoint" in str(err.value)
+    assert "a MuseV ReferenceNet" in str(err.value) and "ReferenceNet node" in str(err.value)
 
 
 def test_cfg_one_runs_the_conditional_branch_only(env):

@@ -33,10 +33,31 @@ def test_all_871_musev_keys_are_consumed_with_their_shapes(released_keys):
     assert module.layout.transformer_in and [lv.channels for lv in module.layout.down] == [320, 640, 1280, 1280]
 
 
-def test_referencenet_flavour_is_detected(released_keys):
-    _, info = build_motion_module(meta_state_dict(released_keys["musev_referencenet"]), device="meta", name="x")
+def test_all_939_referencenet_keys_are_consumed_with_their_shapes(released_keys):
+    shapes = released_keys["musev_referencenet"]
+    module, info = build_motion_module(meta_state_dict(shapes), device="meta", name="x")
     assert info["flavour"] == "musev_referencenet"
-    assert len(info["extra_keys"]) == 65 + 32  # fusion attentions + IP K/V, handled by the reference nodes
+    assert info["musev_keys"] == 939 and info["sd_keys_ignored"] == 686
+    consumed = module.state_dict()
+    assert set(consumed) == set(shapes) - set(released_keys["sd15_unet2d"])
+    for key, tensor in consumed.items():
+        assert list(tensor.shape) == shapes[key], key
+    assert not module.layout.transformer_in and module.zeroes_condition_temb and module.scales_frame_index
+
+
+def test_fusion_attentions_read_musev_feature_indices_with_the_last_block_quirk(released_keys):
+    module, _ = build_motion_module(meta_state_dict(released_keys["musev_referencenet"]), device="meta", name="x")
+    features = {prefix: feature for prefix, _, feature in module.reference_fusions()}
+    assert len(features) == 13
+    assert features["first_refer_emb_attns"] == 0 and features["mid_block_refer_emb_attns"] == "mid"
+    assert [features[f"down_blocks.0.refer_emb_attns.{j}"] for j in range(3)] == [1, 2, 3]
+    assert [features[f"down_blocks.2.refer_emb_attns.{j}"] for j in range(3)] == [7, 8, 9]
+    # MuseV slices the last block from 1 + 2*3: level 2's layer features, not 10 and 11
+    assert [features[f"down_blocks.3.refer_emb_attns.{j}"] for j in range(2)] == [7, 8]
+    ip = dict(module.ip_adapter_kvs())
+    assert len(ip) == 16 and "mid_block.attentions.0.transformer_blocks.0.attn2" in ip
+    assert "up_blocks.3.attentions.2.transformer_blocks.0.attn2" in ip
+    assert ip["up_blocks.1.attentions.0.transformer_blocks.0.attn2"].to_k_ip.weight.shape == (1280, 768)
 
 
 @pytest.mark.parametrize("keys, expected", [
@@ -87,10 +108,11 @@ def test_bin_files_are_read_with_weights_only(tmp_path):
         read_state_dict(str(path))
 
 
-def test_tiny_fixture_loads_strictly(shared_dir):
+@pytest.mark.parametrize("name, total", [("tiny_unet_musev", 1555), ("tiny_unet_musev_referencenet", 1623)])
+def test_tiny_fixture_loads_strictly(shared_dir, name, total):
     weights = safetensors.torch.load_file(
-        os.path.join(shared_dir, "fixtures", "musev_parity", "tiny_unet_musev.safetensors"))
+        os.path.join(shared_dir, "fixtures", "musev_parity", f"{name}.safetensors"))
     module, info = build_motion_module(weights, name="tiny")
-    assert info["musev_keys"] + info["sd_keys_ignored"] == len(weights) == 1555
+    assert info["musev_keys"] + info["sd_keys_ignored"] == len(weights) == total
     for key, tensor in module.state_dict().items():
         assert torch.equal(tensor, weights[key])

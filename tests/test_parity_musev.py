@@ -27,7 +27,10 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max|a - b| / max|b| (the fixtures' metric), in float64."""
     actual, expected = actual.double(), expected.double()
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return float((actual - expected).abs().max() / expected.abs().max())
+    error = float((actual - expected).abs().max() / expected.abs().max())
+    if os.environ.get("MUSEV_PARITY_REPORT"):  # print every measured error (run pytest with -s)
+        print(f"parity rel err {error:.2e} shape {tuple(expected.shape)}")
+    return error
 
 
 def comfy_config_from_diffusers(kwargs: dict) -> dict:
@@ -164,6 +167,24 @@ def test_pipeline_first_call_matches_reference(pipeline_run):
     assert float(call["t"][0]) == pytest.approx(float(data["call0.timestep"][0]))
 
 
+def fused_cfg_eps(step_calls, n_vis: int, frames: int, guidance: float) -> torch.Tensor:
+    """Window predictions of one step averaged per frame, then CFG, from the recorded raw UNet outputs.
+
+    Returns `(frames, c, h, w)` float64.
+    """
+    shape = step_calls[0]["out"].shape[1:]
+    sums = {0: torch.zeros(frames, *shape, dtype=torch.float64), 1: torch.zeros(frames, *shape, dtype=torch.float64)}
+    counts = torch.zeros(frames, dtype=torch.float64)
+    for call in step_calls:
+        window = [f - n_vis for f in call["frames"][n_vis:]]
+        out = call["out"].double().reshape(len(call["chunks"]), -1, *shape)
+        for chunk, pred in zip(call["chunks"], out):
+            sums[chunk][window] += pred[n_vis:]
+        counts[window] += 1
+    eps_cond, eps_uncond = (sums[k] / counts[:, None, None, None] for k in (0, 1))
+    return eps_uncond + guidance * (eps_cond - eps_uncond)
+
+
 def test_pipeline_per_step_tensors_match_reference(pipeline_run):
     data, n_vis, settings = pipeline_run["data"], pipeline_run["n_vis"], pipeline_run["settings"]
     calls, steps = pipeline_run["calls"], pipeline_run["steps"]
@@ -174,18 +195,7 @@ def test_pipeline_per_step_tensors_match_reference(pipeline_run):
     for i in range(num_steps):
         x = steps[i]["x"][n_vis:].permute(1, 0, 2, 3)[None]
         assert rel_err(x, data[f"step{i}.latents_in"]) < TOLERANCE, f"latents before step {i}"
-        # window predictions averaged per frame, then CFG: recomputed from the raw UNet outputs of this step
-        sums = {0: torch.zeros(frames, 4, *x.shape[-2:], dtype=torch.float64),
-                1: torch.zeros(frames, 4, *x.shape[-2:], dtype=torch.float64)}
-        counts = torch.zeros(frames, dtype=torch.float64)
-        for call in calls[i * per_step:(i + 1) * per_step]:
-            window = [f - n_vis for f in call["frames"][n_vis:]]
-            out = call["out"].double().reshape(len(call["chunks"]), -1, *call["out"].shape[1:])
-            for chunk, pred in zip(call["chunks"], out):
-                sums[chunk][window] += pred[n_vis:]
-            counts[window] += 1
-        eps_cond, eps_uncond = (sums[k] / counts[:, None, None, None] for k in (0, 1))
-        eps = eps_uncond + settings["guidance_scale"] * (eps_cond - eps_uncond)
+        eps = fused_cfg_eps(calls[i * per_step:(i + 1) * per_step], n_vis, frames, settings["guidance_scale"])
         expected_eps = data[f"step{i}.noise_pred_cfg"]
         assert rel_err(eps.permute(1, 0, 2, 3)[None], expected_eps) < TOLERANCE, f"noise_pred_cfg of step {i}"
         # the sampler's denoised estimate is x - sigma * eps with the fused, guided eps
