@@ -10,6 +10,7 @@ NODE_CLASS_MAPPINGS = {}
 # Outside ComfyUI (pytest collecting this folder as a package, tooling) there is nothing to register.
 if importlib.util.find_spec("folder_paths") is not None:
     from .nodes.model_folders import register_model_folders
+    from .nodes.reference_nodes import MuseVIPAdapterEmbed, MuseVReferenceNetEncode
     from .nodes.sampler import MuseVParallelDenoiseSampler
     from .nodes.unet_loader import LoadMuseVUNet
 
@@ -17,11 +18,15 @@ if importlib.util.find_spec("folder_paths") is not None:
     NODE_CLASS_MAPPINGS.update({
         "LoadMuseVUNet": LoadMuseVUNet,
         "MuseVParallelDenoiseSampler": MuseVParallelDenoiseSampler,
+        "MuseVReferenceNetEncode": MuseVReferenceNetEncode,
+        "MuseVIPAdapterEmbed": MuseVIPAdapterEmbed,
     })
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadMuseVUNet": "Load MuseV UNet",
     "MuseVParallelDenoiseSampler": "MuseV Parallel Denoise Sampler",
+    "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode",
+    "MuseVIPAdapterEmbed": "MuseV IP-Adapter Embed",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -499,6 +499,36 @@ def is_musev_model(model_patcher) -> bool:
     return bool(model_patcher.get_additional_models_with_key(KEY))
 
 
+def check_reference_inputs(model_patcher, reference: ReferenceFeatures | None, ip_tokens: IPTokens | None) -> None:
+    """Refuse reference features / IP tokens that the MODEL's MuseV modules cannot use.
+
+    Raises:
+        ValueError: a plain `musev` MODEL, or features/tokens of another geometry (e.g. another ReferenceNet).
+    """
+    motion = _motion_of(model_patcher)
+    if reference is None and ip_tokens is None:
+        return
+    if motion is None or not motion.layout.fusion_channels:
+        flavour = None if motion is None else motion.flavour
+        raise ValueError(f"reference features and IP tokens need a musev_referencenet MODEL (its fusion attentions "
+                         f"and IP-Adapter attention), but this MODEL has the '{flavour}' motion checkpoint; load "
+                         f"musev_referencenet/unet/... with 'Load MuseV UNet' or disconnect them")
+    if reference is not None:
+        for prefix, module, feature in motion.reference_fusions():
+            tensor = reference.cond[-1] if feature == MID_FEATURE else (
+                reference.cond[feature] if feature < reference.num_down else None)
+            if tensor is None or tensor.shape[1] != _fusion_width(module):
+                got = "none" if tensor is None else tensor.shape[1]
+                raise ValueError(f"the reference features do not fit this MODEL: '{prefix}' needs feature {feature} "
+                                 f"with {_fusion_width(module)} channels, got {got} (ReferenceNet of another model?)")
+    if ip_tokens is not None:
+        for prefix, kv in motion.ip_adapter_kvs():
+            if ip_tokens.cond.shape[-1] != kv.to_k_ip.in_features:
+                raise ValueError(f"the IP tokens are {ip_tokens.cond.shape[-1]} wide, this MODEL's IP-Adapter "
+                                 f"attention expects {kv.to_k_ip.in_features} (image projection of another model?)")
+            break
+
+
 def musev_flavour(model_patcher) -> str | None:
     """`musev` / `musev_referencenet` for a MODEL with MuseV applied, else None."""
     motion = _motion_of(model_patcher)

@@ -22,8 +22,7 @@ import latent_preview
 
 from ..musev_core.noise import blend_condition_into_noise, initial_noise
 from ..musev_core.windows import fuse_weights, uniform_v2_windows, validate_window_settings
-from ..musev_core.checkpoint import FLAVOUR_REFERENCENET
-from .musev_model import WINDOW_KEY, MuseVWindow, musev_flavour
+from .musev_model import WINDOW_KEY, MuseVWindow, check_reference_inputs
 
 
 class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
@@ -175,11 +174,7 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
     problem = check_settings(frames, context_frames, context_overlap)
     if problem:
         raise ValueError(problem)
-    flavour = musev_flavour(model)
-    if (reference is not None or ip_tokens is not None) and flavour != FLAVOUR_REFERENCENET:
-        raise ValueError(f"reference features and IP tokens need a musev_referencenet MODEL (its fusion attentions and "
-                         f"IP-Adapter attention), but this MODEL has the '{flavour}' motion checkpoint; load "
-                         f"musev_referencenet/unet/... with 'Load MuseV UNet' or disconnect them")
+    check_reference_inputs(model, reference, ip_tokens)
     latent_format = model.get_model_object("latent_format")
     channels = latent_format.latent_channels
     if condition_samples is not None:

@@ -81,6 +81,11 @@ class MuseVParallelDenoiseSampler:
                 "height": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
                                    "tooltip": "Video height in pixels; 0 = the condition latent's height. Needed "
                                               "without a condition latent."}),
+                "reference": ("MUSEV_REFERENCE", {"tooltip": "ReferenceNet features (MuseV ReferenceNet Encode), "
+                                                             "fused into every window; musev_referencenet MODEL only."}),
+                "ip_tokens": ("MUSEV_IP_TOKENS", {"tooltip": "IP-Adapter tokens (MuseV IP-Adapter Embed) for the "
+                                                             "spatial cross-attentions; musev_referencenet MODEL "
+                                                             "only."}),
             },
         }
 
@@ -98,13 +103,13 @@ class MuseVParallelDenoiseSampler:
 
     def sample(self, model, positive, negative, frames, seed, steps, cfg, sampler_name, scheduler, context_frames,
                context_overlap, fuse_method, motion_speed, w_ind_noise, img_weight, denoise, condition=None, width=0,
-               height=0):
+               height=0, reference=None, ip_tokens=None):
         if not is_musev_model(model):
             raise ValueError("this MODEL has no MuseV temporal layers: pass it through 'Load MuseV UNet' first")
         condition_samples = None if condition is None else condition["samples"]
         samples = musev_sample(model, positive, negative, condition_samples, frames, width, height, seed, steps, cfg,
                                sampler_name, scheduler, context_frames, context_overlap, fuse_method, motion_speed,
-                               w_ind_noise, img_weight, denoise)
+                               w_ind_noise, img_weight, denoise, reference=reference, ip_tokens=ip_tokens)
         return ({"samples": samples},)
 
 

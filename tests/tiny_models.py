@@ -158,11 +158,15 @@ def _materialize(module: torch.nn.Module) -> torch.nn.Module:
     return module.to_empty(device="cpu")
 
 
-def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, temporal_weight: float = 0.5) -> str:
-    """Write a `musev`-flavour motion checkpoint that fits `unet_config` (diffusers keys: SD + MuseV keys).
+def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, temporal_weight: float = 0.5,
+                                 flavour: str = "musev") -> str:
+    """Write a MuseV motion checkpoint that fits `unet_config` (diffusers keys: SD + MuseV keys).
 
     The MuseV keys are generated from `musev_core`'s modules laid out for this UNet; the SD keys are random too
     (MuseV files carry them; the loader must ignore them). temporal_weight 0.5 makes the temporal path visible.
+    `flavour="musev_referencenet"` adds the fusion attentions and IP-Adapter K/V (context 768) and drops
+    transformer_in, like the released referencenet UNets; its fusion to_q/to_k are scaled down (as the parity
+    fixtures do) so the random attention stays soft.
     """
     import safetensors.torch
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
@@ -179,9 +183,15 @@ def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, te
     slots = musev_model.locate_slots(unet)
     down, up = {}, {}
     mid = checkpoint.LevelLayout(0, 0, 0)
-    for prefix, (_, _, channels) in slots.items():
+    referencenet = flavour == checkpoint.FLAVOUR_REFERENCENET
+    fusion_channels = {}
+    for prefix, (_, anchor, channels) in slots.items():
         parts = prefix.split(".")
         if prefix == "transformer_in":
+            continue
+        if anchor is None:  # reference-fusion position
+            if referencenet:
+                fusion_channels[prefix] = channels
             continue
         kind = parts[-2]
         if parts[0] == "mid_block":
@@ -195,15 +205,21 @@ def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, te
         else:
             level.temp_attentions += 1
     mc = unet_config["model_channels"]
+    ip_shapes = {}
+    if referencenet:
+        for prefix, block in _transformer_blocks_by_prefix(unet, musev_model).items():
+            ip_shapes[prefix] = (block.attn2.to_q.weight.shape[0], unet_config["context_dim"])
     layout = checkpoint.MotionLayout(
-        flavour=checkpoint.FLAVOUR_MUSEV, down=[down[i] for i in sorted(down)], mid=mid,
-        up=[up[i] for i in sorted(up)], transformer_in=True, frame_channels=mc, femb_channels=4 * mc,
-        transformer_in_channels=mc)
+        flavour=flavour, down=[down[i] for i in sorted(down)], mid=mid,
+        up=[up[i] for i in sorted(up)], transformer_in=not referencenet, frame_channels=mc, femb_channels=4 * mc,
+        transformer_in_channels=0 if referencenet else mc, fusion_channels=fusion_channels, ip_shapes=ip_shapes)
     module = motion_module.MuseVMotionModule(layout)
     state = random_state_dict(module, seed, dtype=torch.float16)
     for key in state:
         if key.endswith("temporal_weight"):
             state[key] = torch.full_like(state[key], temporal_weight)
+        if "refer_emb_attns." in key and key.endswith(("to_q.weight", "to_k.weight")):
+            state[key] = state[key] * 0.05
     sd_unet = random_state_dict(_materialize(unet), seed + 1, dtype=torch.float16)
     to_diffusers = {comfy_key: diffusers_key for diffusers_key, comfy_key in comfy.utils.unet_to_diffusers(unet_config).items()}
     for comfy_key, tensor in sd_unet.items():
@@ -214,11 +230,86 @@ def write_tiny_motion_checkpoint(path: str, unet_config: dict, seed: int = 1, te
     return path
 
 
+def _transformer_blocks_by_prefix(unet, musev_model) -> dict:
+    """`{diffusers attn2 prefix: ComfyUI BasicTransformerBlock}` of a UNet (for the IP-Adapter K/V widths)."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    blocks = {}
+    containers = {("input", i): b for i, b in enumerate(unet.input_blocks)}
+    containers[("middle", 0)] = unet.middle_block
+    containers.update({("output", i): b for i, b in enumerate(unet.output_blocks)})
+    for prefix, (block, index) in musev_model.locate_cross_attentions(unet).items():
+        transformer = [m for m in containers[block] if isinstance(m, SpatialTransformer)][0]
+        blocks[prefix] = transformer.transformer_blocks[index]
+    return blocks
+
+
+def write_tiny_referencenet(path: str, unet_config: dict, seed: int = 11) -> str:
+    """A ReferenceNet for `unet_config`: the SD encoder keys (conv_in, time_embedding, down_blocks, mid_block) in
+    diffusers names, like musev_referencenet/referencenet/diffusion_pytorch_model.safetensors."""
+    import safetensors.torch
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import comfy.utils
+
+    with torch.device("meta"):
+        unet = openaimodel.UNetModel(**unet_config, operations=comfy.ops.disable_weight_init)
+    comfy_sd = random_state_dict(_materialize(unet), seed, dtype=torch.float16)
+    state = {}
+    for diffusers_key, comfy_key in comfy.utils.unet_to_diffusers(unet_config).items():
+        if diffusers_key.startswith(("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")) \
+                and comfy_key in comfy_sd:
+            state[diffusers_key] = comfy_sd[comfy_key]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
+def write_tiny_image_proj(path: str, embed_dim: int = 768, tokens: int = 4, dim: int = 768, seed: int = 12) -> str:
+    """MuseV's `ip_adapter_image_proj.bin` layout (`{"image_proj": {proj.*, norm.*}}`, pickled tensors)."""
+    generator = torch.Generator().manual_seed(seed)
+    image_proj = {
+        "proj.weight": (torch.randn(tokens * dim, embed_dim, generator=generator) / math.sqrt(embed_dim)).half(),
+        "proj.bias": (0.02 * torch.randn(tokens * dim, generator=generator)).half(),
+        "norm.weight": (1 + 0.05 * torch.randn(dim, generator=generator)).half(),
+        "norm.bias": (0.02 * torch.randn(dim, generator=generator)).half(),
+    }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save({"image_proj": image_proj}, path)
+    return path
+
+
+def write_tiny_clip_vision(path: str, seed: int = 41) -> str:
+    """A random CLIP ViT-L/14 image encoder that ComfyUI's Load CLIP Vision detects (the smallest layout it knows).
+
+    float8 storage (~300 MB) keeps the file small; ComfyUI casts on load. `image_embeds` are 768 wide.
+    """
+    import json
+    import safetensors.torch
+    import comfy.clip_model
+    import comfy.clip_vision
+    import comfy.ops
+
+    config_path = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_vitl.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    with torch.device("meta"):
+        model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float32, "meta",
+                                                           comfy.ops.disable_weight_init)
+    state = random_state_dict(_materialize(model), seed, dtype=torch.float8_e4m3fn)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
 TINY_CHECKPOINT = "tiny_demo_sd15_thin.safetensors"
 TINY_MUSEV_UNET = "tiny_demo/unet/diffusion_pytorch_model.safetensors"
 TINY_LORA = "tiny_demo_lora.safetensors"
+TINY_REFERENCENET_UNET = "tiny_demo_referencenet/unet/diffusion_pytorch_model.safetensors"
+TINY_REFERENCENET = "tiny_demo_referencenet/referencenet/diffusion_pytorch_model.safetensors"
+TINY_IMAGE_PROJ = "tiny_demo_referencenet/ip_adapter_image_proj.bin"
+TINY_CLIP_VISION = "tiny_demo_clip_vision_vitl.safetensors"
 #: bump when the generators change so cached files are rebuilt
-TINY_MODELS_VERSION = "1"
+TINY_MODELS_VERSION = "2"
 
 
 def write_tiny_lora(path: str, unet_config: dict, seed: int = 3, rank: int = 4, scale: float = 0.5) -> str:
@@ -259,17 +350,23 @@ def write_tiny_lora(path: str, unet_config: dict, seed: int = 3, rank: int = 4, 
 def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict:
     """Put the tiny demo models into a ComfyUI `models` folder (generated once, cached in `cache_dir`).
 
-    Returns `{"checkpoint": name in checkpoints, "musev_unet": name in musev, "lora": name in loras}`.
+    Returns `{"checkpoint": name in checkpoints, "musev_unet": name in musev, "lora": name in loras,
+    "referencenet_unet", "referencenet", "image_proj": names in musev, "clip_vision": name in clip_vision}`.
     """
     cache_dir = cache_dir or os.path.join(models_dir, ".tiny_cache")
     stamp = os.path.join(cache_dir, "VERSION")
-    files = {
-        "checkpoints": (TINY_CHECKPOINT, lambda p: write_thin_sd15_checkpoint(p)),
-        "musev": (TINY_MUSEV_UNET, lambda p: write_tiny_motion_checkpoint(p, thin_unet_config())),
-        "loras": (TINY_LORA, lambda p: write_tiny_lora(p, thin_unet_config())),
-    }
+    files = [
+        ("checkpoints", TINY_CHECKPOINT, lambda p: write_thin_sd15_checkpoint(p)),
+        ("musev", TINY_MUSEV_UNET, lambda p: write_tiny_motion_checkpoint(p, thin_unet_config())),
+        ("loras", TINY_LORA, lambda p: write_tiny_lora(p, thin_unet_config())),
+        ("musev", TINY_REFERENCENET_UNET,
+         lambda p: write_tiny_motion_checkpoint(p, thin_unet_config(), flavour="musev_referencenet")),
+        ("musev", TINY_REFERENCENET, lambda p: write_tiny_referencenet(p, thin_unet_config())),
+        ("musev", TINY_IMAGE_PROJ, lambda p: write_tiny_image_proj(p)),
+        ("clip_vision", TINY_CLIP_VISION, lambda p: write_tiny_clip_vision(p)),
+    ]
     fresh = os.path.isfile(stamp) and open(stamp).read().strip() == TINY_MODELS_VERSION
-    for folder, (name, write) in files.items():
+    for folder, name, write in files:
         cached = os.path.join(cache_dir, folder, name)
         if not fresh or not os.path.isfile(cached):
             write(cached)
@@ -280,4 +377,6 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
         os.symlink(cached, target)
     with open(stamp, "w") as f:
         f.write(TINY_MODELS_VERSION)
-    return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA}
+    return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA,
+            "referencenet_unet": TINY_REFERENCENET_UNET, "referencenet": TINY_REFERENCENET,
+            "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION}

@@ -1,0 +1,157 @@
+"""Nodes: MuseV ReferenceNet Encode and MuseV IP-Adapter Embed (the musev_referencenet conditioning paths)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_management
+import comfy.utils
+
+from ..musev_core.checkpoint import read_state_dict
+from ..musev_core.reference import IPTokens, load_image_projection
+from ..musev_core.reference import ip_tokens as project_ip_tokens
+from . import model_folders
+from .referencenet import build_referencenet_patcher, contexts_for, encode_reference
+
+REFERENCE_TYPE = "MUSEV_REFERENCE"
+IP_TOKENS_TYPE = "MUSEV_IP_TOKENS"
+
+
+def _in_folder(parts: list[str], folder: str) -> bool:
+    return folder in parts[:-1]
+
+
+def referencenet_files() -> list[str]:
+    """Files of the `musev` folder inside a `referencenet/` directory (MuseV's layout)."""
+    return [n for n in model_folders.list_files("musev") if _in_folder(n.replace("\\", "/").split("/"), "referencenet")]
+
+
+def image_proj_files() -> list[str]:
+    """Files of the `musev` folder whose name mentions `image_proj` (MuseV's `ip_adapter_image_proj.bin`)."""
+    return [n for n in model_folders.list_files("musev") if "image_proj" in os.path.basename(n)]
+
+
+class _Cache:
+    """One loaded model per node type, reused while its file is unchanged (ComfyUI still offloads it)."""
+
+    def __init__(self):
+        self.key = None
+        self.value = None
+
+    def get(self, path: str, build):
+        key = (path, os.path.getmtime(path))
+        if self.key != key:
+            self.key, self.value = None, None  # free the previous model before building the next
+            self.value = build()
+            self.key = key
+        return self.value
+
+
+_REFERENCENET_CACHE = _Cache()
+_IMAGE_PROJ_CACHE = _Cache()
+
+
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Centre-crop and resize a `b h w c` IMAGE to width x height (0 keeps that side), as MuseV prepares images."""
+    if not width and not height:
+        return image
+    width = width or image.shape[2]
+    height = height or image.shape[1]
+    if (image.shape[2], image.shape[1]) == (width, height):
+        return image
+    resized = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "lanczos", "center")
+    return resized.movedim(1, -1)
+
+
+class MuseVReferenceNetEncode:
+    """Runs MuseV's ReferenceNet once on the reference image and outputs its 13 feature maps for the sampler."""
+
+    DESCRIPTION = (
+        "MuseV's ReferenceNet (musev_referencenet/referencenet in models/musev): encodes the reference image with your "
+        "VAE and runs the ReferenceNet once at timestep 0, with the IP-Adapter tokens as its context (or the prompts "
+        "when no IP tokens are connected, as MuseV does). Its 13 feature maps are fused into every window and both CFG "
+        "branches of a musev_referencenet MODEL; they are computed once, not per step or window. MuseV uses the "
+        "condition image as the reference image.")
+    CATEGORY = "MuseV"
+    FUNCTION = "encode"
+    RETURN_TYPES = (REFERENCE_TYPE,)
+    RETURN_NAMES = ("reference",)
+    OUTPUT_TOOLTIPS = ("ReferenceNet features of the reference image (per CFG branch). Connect to the 'reference' "
+                       "input of MuseV Parallel Denoise Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "referencenet_name": (referencenet_files(), {
+                    "tooltip": "MuseV ReferenceNet in models/musev, e.g. musev_referencenet/referencenet/"
+                               "diffusion_pytorch_model.safetensors (Hugging Face TMElyralab/MuseV, motion/)."}),
+                "vae": ("VAE", {"tooltip": "The SD1.5 VAE used for the video."}),
+                "image": ("IMAGE", {"tooltip": "Reference image (MuseV: the condition image). Several images = "
+                                               "several references, all fused."}),
+            },
+            "optional": {
+                "ip_tokens": (IP_TOKENS_TYPE, {"tooltip": "IP tokens from MuseV IP-Adapter Embed: the ReferenceNet's "
+                                                          "context, as in MuseV's referencenet scripts."}),
+                "positive": ("CONDITIONING", {"tooltip": "Used as the ReferenceNet context only when no IP tokens "
+                                                         "are connected."}),
+                "negative": ("CONDITIONING", {"tooltip": "Context of the unconditional branch when no IP tokens are "
+                                                         "connected."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
+                                  "tooltip": "Centre-crop and resize the reference to this width first (MuseV uses "
+                                             "the video size); 0 keeps the image's width."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
+                                   "tooltip": "Centre-crop and resize height; 0 keeps the image's height."}),
+            },
+        }
+
+    def encode(self, referencenet_name, vae, image, ip_tokens=None, positive=None, negative=None, width=0, height=0):
+        cond_context, uncond_context = contexts_for(ip_tokens, positive, negative)
+        path = model_folders.resolve("musev", referencenet_name)
+        patcher = _REFERENCENET_CACHE.get(path, lambda: build_referencenet_patcher(read_state_dict(path),
+                                                                                   referencenet_name))
+        image = fit_image(image[..., :3], width, height)
+        latent = comfy.latent_formats.SD15().process_in(vae.encode(image).float())
+        return (encode_reference(patcher, latent, cond_context, uncond_context),)
+
+
+class MuseVIPAdapterEmbed:
+    """CLIP vision image embedding -> MuseV's IP-Adapter tokens (conditional and unconditional)."""
+
+    DESCRIPTION = (
+        "MuseV's IP-Adapter image prompt: the CLIP vision model (ViT-H IP-Adapter image encoder, Load CLIP Vision) "
+        "embeds the image, MuseV's ip_adapter_image_proj.bin turns the embedding into 4 tokens. The unconditional "
+        "branch gets the projection of a zero embedding, as in MuseV. The tokens enter only the 16 spatial "
+        "cross-attentions of a musev_referencenet MODEL, added to the text attention with 'scale'.")
+    CATEGORY = "MuseV"
+    FUNCTION = "embed"
+    RETURN_TYPES = (IP_TOKENS_TYPE,)
+    RETURN_NAMES = ("ip_tokens",)
+    OUTPUT_TOOLTIPS = ("IP tokens for MuseV Parallel Denoise Sampler and MuseV ReferenceNet Encode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip_vision": ("CLIP_VISION", {"tooltip": "IP-Adapter image encoder (MuseV: IP-Adapter/models/"
+                                                       "image_encoder, OpenCLIP ViT-H/14) from Load CLIP Vision."}),
+            "image": ("IMAGE", {"tooltip": "Image prompt (MuseV: the condition image). Several images give "
+                                           "4 tokens each, concatenated."}),
+            "image_proj_name": (image_proj_files(), {
+                "tooltip": "MuseV's image projection in models/musev, e.g. musev_referencenet/"
+                           "ip_adapter_image_proj.bin (use the one next to the UNet you load)."}),
+            "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
+                                "tooltip": "Weight of the IP attention added to the text attention (MuseV "
+                                           "ip_adapter_scale 1.0); 0 turns the image prompt off."}),
+            "crop": (["center", "none"], {"default": "center",
+                                          "tooltip": "Centre-crop to a square before the encoder (MuseV: centre)."}),
+        }}
+
+    def embed(self, clip_vision, image, image_proj_name, scale, crop):
+        path = model_folders.resolve("musev", image_proj_name)
+        projection = _IMAGE_PROJ_CACHE.get(path, lambda: load_image_projection(path, image_proj_name))
+        output = clip_vision.encode_image(image[..., :3], crop=crop == "center")
+        embeds = output["image_embeds"].float().cpu()
+        cond, uncond = project_ip_tokens(projection, embeds)
+        return (IPTokens(cond=cond, uncond=uncond, scale=float(scale)),)
