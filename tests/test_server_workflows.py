@@ -11,6 +11,7 @@ import av
 import pytest
 
 import comfy_server
+import tiny_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64  # pixels: 8x8 latent cells
@@ -27,10 +28,7 @@ def nodes_of(prompt, class_type):
 
 def for_tiny_models(prompt, server, image_name=None, steps=2):
     """Point a shipped workflow at the tiny models, the uploaded image, a small size and few steps."""
-    for node in nodes_of(prompt, "CheckpointLoaderSimple"):
-        node["inputs"]["ckpt_name"] = server.models["checkpoint"]
-    for node in nodes_of(prompt, "LoadMuseVUNet"):
-        node["inputs"]["unet_name"] = server.models["musev_unet"]
+    tiny_models.point_at_tiny_models(prompt, server.models)
     for node in nodes_of(prompt, "LoadImage"):
         node["inputs"]["image"] = image_name
     for node in nodes_of(prompt, "ImageScale") + nodes_of(prompt, "EmptyLatentImage"):
@@ -64,7 +62,7 @@ def test_pack_imports_cleanly_and_registers_its_nodes(server):
 
 
 @pytest.mark.parametrize("name, expected_frames", [("image2video", 13), ("text2image2video", 12),
-                                                     ("long_video", 121)])
+                                                     ("long_video", 121), ("image2video_referencenet", 13)])
 def test_workflow_makes_an_mp4(server, uploaded_image, name, expected_frames):
     prompt = for_tiny_models(load_api(name), server, uploaded_image)
     history = server.run(prompt)

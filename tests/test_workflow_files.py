@@ -37,8 +37,27 @@ def test_workflows_use_standard_loaders_and_no_absolute_paths():
             for value in node["inputs"].values():
                 if isinstance(value, str):
                     assert not value.startswith("/") and ":\\" not in value, (name, value)
-        text = open(os.path.join(REPO, "workflows", f"{name}.json")).read()
-        assert workflow_graphs.MUSEV_UNET in text and workflow_graphs.SD15_CHECKPOINT in text
+        ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
+        listed = {(m["folder"], m["name"]) for m in ui["extra"]["musev"]["models"]}
+        used = {node["inputs"][key] for node in api.values() for key in
+                ("ckpt_name", "unet_name", "referencenet_name", "image_proj_name", "clip_name") if key in node["inputs"]}
+        assert used == {n for _, n in listed}, (name, used, listed)
+        note = [n for n in ui["nodes"] if n["type"] == "Note"][0]["widgets_values"][0]
+        assert all(n in note for n in used), (name, used)
+
+
+def test_referencenet_workflow_uses_the_image_as_condition_reference_and_ip_image():
+    api = json.load(open(os.path.join(REPO, "workflows", "image2video_referencenet_api.json")))
+    by_type = {node["class_type"]: (key, node) for key, node in api.items()}
+    scale = by_type["ImageScale"][0]
+    assert by_type["VAEEncode"][1]["inputs"]["pixels"] == [scale, 0]
+    assert by_type["MuseVReferenceNetEncode"][1]["inputs"]["image"] == [scale, 0]
+    assert by_type["MuseVIPAdapterEmbed"][1]["inputs"]["image"] == [scale, 0]
+    ip = by_type["MuseVIPAdapterEmbed"][0]
+    sampler = by_type["MuseVParallelDenoiseSampler"][1]["inputs"]
+    assert sampler["ip_tokens"] == [ip, 0] and by_type["MuseVReferenceNetEncode"][1]["inputs"]["ip_tokens"] == [ip, 0]
+    assert sampler["reference"] == [by_type["MuseVReferenceNetEncode"][0], 0]
+    assert "referencenet" in by_type["LoadMuseVUNet"][1]["inputs"]["unet_name"]
 
 
 def test_long_video_is_one_run_of_at_least_120_frames():

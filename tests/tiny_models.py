@@ -380,3 +380,25 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
     return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA,
             "referencenet_unet": TINY_REFERENCENET_UNET, "referencenet": TINY_REFERENCENET,
             "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION}
+
+
+def point_at_tiny_models(prompt: dict, names: dict) -> dict:
+    """Replace the real model names of a shipped API workflow with the tiny set's (`ensure_tiny_model_set`).
+
+    The referencenet UNet, ReferenceNet, image projection and CLIP vision are recognised from the node and the
+    original name; returns the prompt (changed in place).
+    """
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = names["checkpoint"]
+        elif kind == "LoadMuseVUNet":
+            referencenet = "referencenet" in inputs["unet_name"]
+            inputs["unet_name"] = names["referencenet_unet" if referencenet else "musev_unet"]
+        elif kind == "MuseVReferenceNetEncode":
+            inputs["referencenet_name"] = names["referencenet"]
+        elif kind == "MuseVIPAdapterEmbed":
+            inputs["image_proj_name"] = names["image_proj"]
+        elif kind == "CLIPVisionLoader":
+            inputs["clip_name"] = names["clip_vision"]
+    return prompt

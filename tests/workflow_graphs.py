@@ -15,6 +15,10 @@ WORKFLOWS = os.path.join(REPO, "workflows")
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 MUSEV_UNET = "musev/unet/diffusion_pytorch_model.safetensors"
+REFERENCENET_UNET = "musev_referencenet/unet/diffusion_pytorch_model.safetensors"
+REFERENCENET = "musev_referencenet/referencenet/diffusion_pytorch_model.safetensors"
+IMAGE_PROJ = "musev_referencenet/ip_adapter_image_proj.bin"
+CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 # MuseV's "1girl" example prompt (configs/tasks/example.yaml); ComfyUI's CLIP Text Encode reads the (text:w) weights.
 PROMPT_PORTRAIT = ("(masterpiece, best quality, highres:1),(1girl, solo:1),(beautiful face, soft skin, costume:1),"
                    "(eye blinks:1.8),(head wave:1.3)")
@@ -49,6 +53,9 @@ WIDGETS = {
     "MuseVParallelDenoiseSampler": ["frames", "seed", None, "steps", "cfg", "sampler_name", "scheduler",
                                     "context_frames", "context_overlap", "fuse_method", "motion_speed",
                                     "w_ind_noise", "img_weight", "denoise", "width", "height"],
+    "CLIPVisionLoader": ["clip_name"],
+    "MuseVIPAdapterEmbed": ["image_proj_name", "scale", "crop"],
+    "MuseVReferenceNetEncode": ["referencenet_name", "width", "height"],
     "CreateVideo": ["fps"],
     "SaveVideo": ["filename_prefix", "format", "codec"],
     "Note": ["text"],
@@ -66,7 +73,14 @@ SOCKETS = {
     "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                   ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "MuseVParallelDenoiseSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                                     ("condition", "LATENT")], [("latent", "LATENT")]),
+                                     ("condition", "LATENT"), ("reference", "MUSEV_REFERENCE"),
+                                     ("ip_tokens", "MUSEV_IP_TOKENS")], [("latent", "LATENT")]),
+    "CLIPVisionLoader": ([], [("CLIP_VISION", "CLIP_VISION")]),
+    "MuseVIPAdapterEmbed": ([("clip_vision", "CLIP_VISION"), ("image", "IMAGE")],
+                            [("ip_tokens", "MUSEV_IP_TOKENS")]),
+    "MuseVReferenceNetEncode": ([("vae", "VAE"), ("image", "IMAGE"), ("ip_tokens", "MUSEV_IP_TOKENS"),
+                                 ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                                [("reference", "MUSEV_REFERENCE")]),
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
     "Note": ([], []),
@@ -75,16 +89,19 @@ TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load Mu
           "CLIPTextEncode": "CLIP Text Encode (Prompt)", "LoadImage": "Load Image", "ImageScale": "Upscale Image",
           "VAEEncode": "VAE Encode", "VAEDecode": "VAE Decode", "EmptyLatentImage": "Empty Latent Image",
           "KSampler": "KSampler", "MuseVParallelDenoiseSampler": "MuseV Parallel Denoise Sampler",
-          "CreateVideo": "Create Video", "SaveVideo": "Save Video", "Note": "Note"}
+          "CreateVideo": "Create Video", "SaveVideo": "Save Video", "Note": "Note",
+          "CLIPVisionLoader": "Load CLIP Vision", "MuseVIPAdapterEmbed": "MuseV IP-Adapter Embed",
+          "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode"}
 VIRTUAL = {"Note"}
 
 
 class Graph:
     """A workflow under construction: nodes with widget values and links between sockets."""
 
-    def __init__(self, name: str, description: str):
+    def __init__(self, name: str, description: str, models: list[tuple[str, str]] | None = None):
         self.name = name
         self.description = description
+        self.models = models or [("checkpoints", SD15_CHECKPOINT), ("musev", MUSEV_UNET)]
         self.nodes: list[dict] = []
         self.links: list[list] = []
 
@@ -126,8 +143,7 @@ class Graph:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": nodes,
                 "links": self.links, "groups": [], "config": {},
                 "extra": {"musev": {"workflow": self.name, "description": self.description,
-                                    "models": [{"folder": "checkpoints", "name": SD15_CHECKPOINT},
-                                               {"folder": "musev", "name": MUSEV_UNET}]}},
+                                    "models": [{"folder": f, "name": n} for f, n in self.models]}},
                 "version": 0.4}
 
     def api(self) -> dict:
@@ -170,9 +186,9 @@ def _video_tail(g: Graph, model: int, positive: int, negative: int, ckpt: int, c
     return sampler
 
 
-def _loaders(g: Graph, positive_text: str):
+def _loaders(g: Graph, positive_text: str, unet_name: str = MUSEV_UNET):
     ckpt = g.add("CheckpointLoaderSimple", {"ckpt_name": SD15_CHECKPOINT}, pos=(20, 80), size=(330, 100))
-    musev = g.add("LoadMuseVUNet", {"unet_name": MUSEV_UNET}, pos=(380, 20), size=(380, 60))
+    musev = g.add("LoadMuseVUNet", {"unet_name": unet_name}, pos=(380, 20), size=(380, 60))
     g.connect(ckpt, 0, musev, "model")
     positive = g.add("CLIPTextEncode", {"text": positive_text}, pos=(380, 120), size=(380, 160), title="Prompt")
     g.connect(ckpt, 1, positive, "clip")
@@ -182,7 +198,7 @@ def _loaders(g: Graph, positive_text: str):
     return ckpt, musev, positive, negative
 
 
-def _image_condition(g: Graph, ckpt: int, width: int, height: int) -> int:
+def _image_condition(g: Graph, ckpt: int, width: int, height: int, with_image: bool = False):
     image = g.add("LoadImage", {"image": "Mona_Lisa.jpg"}, pos=(20, 520), size=(320, 320))
     scale = g.add("ImageScale", {"upscale_method": "lanczos", "width": width, "height": height, "crop": "center"},
                   pos=(380, 520), size=(320, 130), title="Video size (center crop)")
@@ -190,7 +206,7 @@ def _image_condition(g: Graph, ckpt: int, width: int, height: int) -> int:
     encode = g.add("VAEEncode", pos=(380, 700), size=(210, 50), title="Condition frame")
     g.connect(scale, 0, encode, "pixels")
     g.connect(ckpt, 2, encode, "vae")
-    return encode
+    return (encode, scale) if with_image else encode
 
 
 def image2video() -> Graph:
@@ -235,7 +251,44 @@ def long_video() -> Graph:
     return g
 
 
-GRAPHS = {"image2video": image2video, "text2image2video": text2image2video, "long_video": long_video}
+REFERENCENET_NOTE = (
+    "Models this workflow needs (MuseV's best checkpoint, with ReferenceNet and IP-Adapter):\n"
+    f"- models/checkpoints/{SD15_CHECKPOINT}: any SD1.5 checkpoint.\n"
+    f"- models/musev/{REFERENCENET_UNET}, models/musev/{REFERENCENET} and models/musev/{IMAGE_PROJ}: from "
+    "huggingface.co/TMElyralab/MuseV, folder motion/musev_referencenet (musev_referencenet_pose works the same).\n"
+    f"- models/clip_vision/{CLIP_VISION}: the IP-Adapter image encoder (OpenCLIP ViT-H/14, MuseV's "
+    "IP-Adapter/models/image_encoder; the same file IPAdapter_plus uses).\n"
+    "As in MuseV's example tasks, the condition image is also the reference image and the IP-Adapter image.")
+
+
+def image2video_referencenet() -> Graph:
+    g = Graph("image2video_referencenet",
+              "MuseV image-to-video with the musev_referencenet UNet: ReferenceNet features and IP-Adapter tokens of "
+              "the image keep the identity in every window.",
+              models=[("checkpoints", SD15_CHECKPOINT), ("musev", REFERENCENET_UNET), ("musev", REFERENCENET),
+                      ("musev", IMAGE_PROJ), ("clip_vision", CLIP_VISION)])
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_UNET)
+    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True)
+    clip_vision = g.add("CLIPVisionLoader", {"clip_name": CLIP_VISION}, pos=(20, 900), size=(330, 60))
+    ip = g.add("MuseVIPAdapterEmbed", {"image_proj_name": IMAGE_PROJ, "scale": 1.0, "crop": "center"},
+               pos=(380, 800), size=(380, 130))
+    g.connect(clip_vision, 0, ip, "clip_vision")
+    g.connect(image, 0, ip, "image")
+    reference = g.add("MuseVReferenceNetEncode", {"referencenet_name": REFERENCENET, "width": 0, "height": 0},
+                      pos=(380, 980), size=(380, 170))
+    g.connect(ckpt, 2, reference, "vae")
+    g.connect(image, 0, reference, "image")
+    g.connect(ip, 0, reference, "ip_tokens")
+    sampler = _video_tail(g, musev, positive, negative, ckpt, condition, 12, "musev/image2video_referencenet", 800)
+    g.connect(reference, 0, sampler, "reference")
+    g.connect(ip, 0, sampler, "ip_tokens")
+    g.add("Note", {"text": REFERENCENET_NOTE + "\nOutput: the image + 12 generated frames (13 frames, 12 fps)."},
+          pos=(20, 1200), size=(740, 220))
+    return g
+
+
+GRAPHS = {"image2video": image2video, "text2image2video": text2image2video, "long_video": long_video,
+          "image2video_referencenet": image2video_referencenet}
 
 
 def rendered() -> dict[str, str]:

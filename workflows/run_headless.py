@@ -66,9 +66,8 @@ def main() -> int:
         import tiny_models
         names = tiny_models.ensure_tiny_model_set(models_link, os.path.join(args.work, "tiny_models"))
         args.checkpoint = names["checkpoint"]
+        tiny_models.point_at_tiny_models(prompt, names)
         for node in prompt.values():
-            if node["class_type"] == "LoadMuseVUNet":
-                node["inputs"]["unet_name"] = names["musev_unet"]
             if node["class_type"] in ("ImageScale", "EmptyLatentImage"):
                 node["inputs"]["width"] = node["inputs"]["height"] = 128
             if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler"):
