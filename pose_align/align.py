@@ -152,7 +152,10 @@ def _musepose_arrays(frame: PoseFrame) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _compat_scales(ref: PoseFrame, video: PoseFrame) -> tuple[dict[str, float], tuple[str, ...]]:
-    """MusePose's scale estimate: plain ratios of distances between placeholder-filled points (0/0 -> 1)."""
+    """MusePose's scale estimate: plain ratios of distances between placeholder-filled points.
+
+    The divisions are unguarded, as in MusePose: 0/0 gives NaN, which becomes 1 (listed as a fallback); x/0 gives
+    inf, which is kept."""
     r_body, r_hands, _ = _musepose_arrays(ref)
     v_body, v_hands, _ = _musepose_arrays(video)
     r_body, r_hands = _units(r_body, ref.aspect), _units(r_hands, ref.aspect)
@@ -161,23 +164,24 @@ def _compat_scales(ref: PoseFrame, video: PoseFrame) -> tuple[dict[str, float], 
     def ratio(i, j):
         return np.linalg.norm(r_body[i] - r_body[j]) / np.linalg.norm(v_body[i] - v_body[j])
 
-    scales = {"neck": ratio(0, 1), "face": ratio(16, 17), "shoulder": ratio(2, 5),
-              "arm_upper": (ratio(2, 3) + ratio(5, 6)) / 2, "arm_lower": (ratio(3, 4) + ratio(6, 7)) / 2}
-    total, count = 0.0, 0
-    for h in (0, 1):
-        for j in HAND_TERMS:
-            v_dist = np.linalg.norm(v_hands[h, 0] - v_hands[h, j])
-            if v_dist != 0:
-                total = total + np.linalg.norm(r_hands[h, 0] - r_hands[h, j]) / v_dist
-                count += 1
-    if count:
-        scales["hand"] = (total / count + scales["arm_upper"] + scales["arm_lower"]) / 3
-    else:
-        scales["hand"] = (scales["arm_upper"] + scales["arm_lower"]) / 2
-    scales["body_len"] = (np.linalg.norm(r_body[1] - (r_body[8] + r_body[11]) / 2)
-                          / np.linalg.norm(v_body[1] - (v_body[8] + v_body[11]) / 2))
-    scales["leg_upper"] = (ratio(8, 9) + ratio(11, 12)) / 2
-    scales["leg_lower"] = (ratio(9, 10) + ratio(12, 13)) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = {"neck": ratio(0, 1), "face": ratio(16, 17), "shoulder": ratio(2, 5),
+                  "arm_upper": (ratio(2, 3) + ratio(5, 6)) / 2, "arm_lower": (ratio(3, 4) + ratio(6, 7)) / 2}
+        total, count = 0.0, 0
+        for h in (0, 1):
+            for j in HAND_TERMS:
+                v_dist = np.linalg.norm(v_hands[h, 0] - v_hands[h, j])
+                if v_dist != 0:
+                    total = total + np.linalg.norm(r_hands[h, 0] - r_hands[h, j]) / v_dist
+                    count += 1
+        if count:
+            scales["hand"] = (total / count + scales["arm_upper"] + scales["arm_lower"]) / 3
+        else:
+            scales["hand"] = (scales["arm_upper"] + scales["arm_lower"]) / 2
+        scales["body_len"] = (np.linalg.norm(r_body[1] - (r_body[8] + r_body[11]) / 2)
+                              / np.linalg.norm(v_body[1] - (v_body[8] + v_body[11]) / 2))
+        scales["leg_upper"] = (ratio(8, 9) + ratio(11, 12)) / 2
+        scales["leg_lower"] = (ratio(9, 10) + ratio(12, 13)) / 2
     fallbacks = tuple(name for name in SCALE_NAMES if np.isnan(scales[name]))
     return {name: 1.0 if np.isnan(scales[name]) else float(scales[name]) for name in SCALE_NAMES}, fallbacks
 
