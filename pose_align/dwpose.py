@@ -50,6 +50,15 @@ class PoseModelError(ValueError):
 # ---------------------------------------------------------------------------------------------------------------
 # sessions
 
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("DWPose extraction needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu "
+                                  "for CUDA)", name="onnxruntime") from error
+    return onnxruntime
+
+
 def select_providers(requested=None) -> list[str]:
     """onnxruntime execution providers to use.
 
@@ -61,9 +70,7 @@ def select_providers(requested=None) -> list[str]:
     Raises:
         ValueError: a requested provider is not available in this onnxruntime build.
     """
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
+    available = _onnxruntime().get_available_providers()
     if requested is None or (isinstance(requested, str) and requested.lower() == "auto"):
         chosen = [p for p in PREFERRED_PROVIDERS if p in available]
     else:
@@ -85,8 +92,7 @@ def open_session(path: str, providers: list[str] | None = None):
     Raises:
         PoseModelError: file missing, or onnxruntime cannot load it.
     """
-    import onnxruntime as ort
-
+    ort = _onnxruntime()
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise PoseModelError(f"{name}: file not found ({path})")

@@ -153,6 +153,17 @@ def test_robust_face_scale_falls_back_to_the_mean():
     assert all(np.isfinite(v) for v in report.scales.values())
 
 
+def test_zero_length_video_segment():
+    # both video ears visible on the same spot: robust skips the term, compat divides by zero
+    body = FRAME0.copy()
+    body[17] = body[16]
+    frames = [video_frame(body)]
+    _, report = align_pose_sequence(reference_frame(), frames, mode="robust")
+    assert report.scale_fallbacks == ("face",) and report.scales["face"] == pytest.approx(1.1375, abs=1e-12)
+    _, report = align_pose_sequence(reference_frame(), frames, mode="compat")
+    assert report.scales["face"] == float("inf") and report.scale_fallbacks == ()
+
+
 def test_robust_missing_elbow_moves_wrist_with_shoulder():
     # (e) a video elbow blanked (frame 1, so the scales still come from frame 0)
     frames = [video_frame(), video_frame(hidden=(3,))]

@@ -8,12 +8,9 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-import pose_stand_ins as stand_ins  # noqa: E402
-from pose_align import DWPoseDetector, PoseModelError, to_pose_keypoint  # noqa: E402
-from pose_align.dwpose import (WholebodyPose, YoloxDetector, box_center_scale, coco_wholebody_to_openpose,  # noqa: E402
+import pose_stand_ins as stand_ins  # needs onnx (tests/requirements.txt): a missing test dependency fails, not skips
+from pose_align import DWPoseDetector, PoseModelError, to_pose_keypoint
+from pose_align.dwpose import (WholebodyPose, YoloxDetector, box_center_scale, coco_wholebody_to_openpose,
                                crop_matrix, letterbox, nms, select_providers)
 
 BLACK_1280x720 = np.zeros((720, 1280, 3), np.uint8)
