@@ -187,8 +187,9 @@ def _compat_scales(ref: PoseFrame, video: PoseFrame) -> tuple[dict[str, float], 
 
 
 def _radial(points: np.ndarray, center: np.ndarray, scale: float) -> np.ndarray:
-    # MusePose scales with cv2.getRotationMatrix2D(center, 0, s) applied as points @ A.T + t; keeping that form
-    # keeps its rounding and its inf/NaN behaviour (an infinite scale gives NaN, later turned into -1)
+    # MusePose scales with cv2.getRotationMatrix2D(center, 0, s) applied as points @ A.T + t. Keeping that form keeps
+    # its results bit for bit: the centre goes through a float32 Point2f (about 1e-8 of rounding), and an infinite
+    # scale gives NaN (sin(0) * inf), later turned into -1
     matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), 0, float(scale))
     return np.dot(points, matrix[:, :2].T) + matrix[:, 2]
 

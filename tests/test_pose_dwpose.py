@@ -16,6 +16,11 @@ from pose_align.dwpose import (WholebodyPose, YoloxDetector, box_center_scale, c
 BLACK_1280x720 = np.zeros((720, 1280, 3), np.uint8)
 
 
+def close(actual, expected, atol=1e-12):
+    """Absolute comparison only (assert_allclose's default rtol=1e-7 would hide small errors)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return stand_ins.build_all(str(tmp_path_factory.mktemp("dwpose_stand_ins")))
@@ -86,8 +91,8 @@ def test_detector_boxes_follow_the_letterbox_ratio(models, width, height):
     ratio = min(640 / height, 640 / width)
     # D1 kept, D2 suppressed, D3 kept, chair D4 and low-score D5 dropped; centres on cells, no +0.5, not clipped
     expected = stand_ins.EXPECTED_BOXES_1280x720 * 0.5 / ratio
-    np.testing.assert_allclose(boxes, expected, atol=1e-3)
-    np.testing.assert_allclose(scores, stand_ins.EXPECTED_SCORES, atol=1e-6)
+    close(boxes, expected, atol=1e-3)
+    close(scores, stand_ins.EXPECTED_SCORES, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -100,8 +105,8 @@ def test_box_to_crop_geometry():
     center, scale = box_center_scale([0, 0, 400, 100], (288, 384))
     assert scale.tolist() == [500, 500 / 0.75]  # wide box: heightened
     matrix = crop_matrix(np.array([640.0, 480.0]), np.array([750.0, 1000.0]), (288, 384))
-    np.testing.assert_allclose(matrix @ [640, 480, 1], [144, 192])
-    np.testing.assert_allclose(matrix @ [265, -20, 1], [0, 0], atol=1e-12)
+    close(matrix @ [640, 480, 1], [144, 192])
+    close(matrix @ [265, -20, 1], [0, 0], atol=1e-12)
 
 
 def test_const_model_decodes_exact_points(detector):
@@ -109,17 +114,17 @@ def test_const_model_decodes_exact_points(detector):
     assert keypoints.shape == (2, 134, 2) and scores.shape == (2, 134)
     person = keypoints[0]
     # spec §5.2 values: model k=0 -> OP0, k=6 (R shoulder) -> OP2, k=91 (first left-hand point) -> 134-index 92
-    np.testing.assert_allclose(person[0], [291.0417, 32.0833], atol=1e-3)
-    np.testing.assert_allclose(person[2], [322.2917, 63.3333], atol=1e-3)
-    np.testing.assert_allclose(person[92], [765.0, 506.0417], atol=1e-3)
+    close(person[0], [291.0417, 32.0833], atol=1e-3)
+    close(person[2], [322.2917, 63.3333], atol=1e-3)
+    close(person[92], [765.0, 506.0417], atol=1e-3)
     for op, coco in enumerate(stand_ins_openpose_sources()):
         if coco is not None:
-            np.testing.assert_allclose(person[op], expected_const_point(coco), atol=1e-3)
-    np.testing.assert_allclose(person[1], (expected_const_point(5) + expected_const_point(6)) / 2, atol=1e-3)
+            close(person[op], expected_const_point(coco), atol=1e-3)
+    close(person[1], (expected_const_point(5) + expected_const_point(6)) / 2, atol=1e-3)
     for k in range(23, 133):  # face and hands move up by one (the neck is inserted at 17)
-        np.testing.assert_allclose(person[k + 1], expected_const_point(k), atol=1e-3)
+        close(person[k + 1], expected_const_point(k), atol=1e-3)
     # min rule: COCO left eye (OP15) 0.9 on x and 0.25 on y scores 0.25; ears 0.2; neck 1 (both shoulders > 0.3)
-    np.testing.assert_allclose(scores[0, [15, 16, 17]], [0.25, 0.2, 0.2], atol=1e-6)
+    close(scores[0, [15, 16, 17]], [0.25, 0.2, 0.2], atol=1e-6)
     assert scores[0, 1] == 1.0
     visible = np.flatnonzero(scores[0, :18] >= 0.3).tolist()
     assert visible == list(range(15))
@@ -134,7 +139,7 @@ def test_second_person_uses_its_own_box(detector):
     _, _, keypoints, _ = detector.detect_pixels(BLACK_1280x720)
     # D3 box (960, 192, 1152, 576): centre (1056, 384), scale (240, 480) -> (360, 480), k = 0.8
     x_crop, y_crop = stand_ins.const_crop_location(0)
-    np.testing.assert_allclose(keypoints[1, 0], [(x_crop - 144) / 0.8 + 1056, (y_crop - 192) / 0.8 + 384],
+    close(keypoints[1, 0], [(x_crop - 144) / 0.8 + 1056, (y_crop - 192) / 0.8 + 384],
                                atol=1e-3)
 
 
@@ -180,7 +185,7 @@ def test_blob_end_to_end_geometry(models):
     # only the COCO ears (OP16, OP17) are invisible; visible scores are sigmoid(white) = 0.915
     assert np.flatnonzero(~person.visible("body")).tolist() == [16, 17]
     assert person.visible("face").all() and person.visible("left_hand").all() and person.visible("right_hand").all()
-    np.testing.assert_allclose(person.body_score[[0, 2, 5]], 0.9152, atol=1e-3)
+    close(person.body_score[[0, 2, 5]], 0.9152, atol=1e-3)
 
 
 def test_detect_resolution_keeps_normalised_coordinates(models):
@@ -205,7 +210,7 @@ def test_no_detection_gives_no_people_or_full_image_box(models):
     boxes, _, keypoints, _ = fallback.detect_pixels(BLACK_1280x720)
     assert boxes.tolist() == [[0, 0, 1280, 720]]
     # whole-image box: centre (640, 360), scale (1600, 900) -> (1600, 2133.3), k = 288 / 1600
-    np.testing.assert_allclose(keypoints[0, 0], [(10 - 144) / 0.18 + 640, (20 - 192) / 0.18 + 360], atol=1e-3)
+    close(keypoints[0, 0], [(10 - 144) / 0.18 + 640, (20 - 192) / 0.18 + 360], atol=1e-3)
 
 
 def test_pose_keypoint_output_of_an_extraction(models):
@@ -214,10 +219,10 @@ def test_pose_keypoint_output_of_an_extraction(models):
     assert (data["canvas_width"], data["canvas_height"]) == (1280, 720) and len(data["people"]) == 2
     person = data["people"][0]
     body = np.array(person["pose_keypoints_2d"]).reshape(18, 3)
-    np.testing.assert_allclose(body[0], [291.0417, 32.0833, 1.0], atol=1e-3)  # pixels, c = 1
+    close(body[0], [291.0417, 32.0833, 1.0], atol=1e-3)  # pixels, c = 1
     assert body[15:].tolist() == [[0.0, 0.0, 0.0]] * 3                         # OP15-17 invisible
     face = np.array(person["face_keypoints_2d"]).reshape(70, 3)
-    np.testing.assert_allclose(face[68], body[14])                            # the pupils: OP14, then OP15
+    close(face[68], body[14])                            # the pupils: OP14, then OP15
     assert face[69].tolist() == [0.0, 0.0, 0.0]
     assert len(person["hand_left_keypoints_2d"]) == 63 and len(person["hand_right_keypoints_2d"]) == 63
 
@@ -256,7 +261,7 @@ def test_pose_model_checks(tmp_path):
     # other output names are taken in order
     renamed = stand_ins.make_pose_const(str(tmp_path / "renamed.onnx"), names=("out0", "out1"))
     keypoints, _ = WholebodyPose(renamed)(BLACK_1280x720, stand_ins.EXPECTED_BOXES_1280x720[:1])
-    np.testing.assert_allclose(keypoints[0, 0], expected_const_point(0), atol=1e-3)
+    close(keypoints[0, 0], expected_const_point(0), atol=1e-3)
 
 
 def test_missing_and_corrupt_files(tmp_path):

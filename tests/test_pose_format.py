@@ -20,6 +20,11 @@ CONTROLNET_AUX_FRAME = """{"people": [{"pose_keypoints_2d": [
   "canvas_width": 1080, "canvas_height": 1920}"""
 
 
+def close(actual, expected, atol=1e-12):
+    """Absolute comparison only (assert_allclose's default rtol=1e-7 would hide small errors)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
+
+
 def sample_frame():
     rng = np.random.default_rng(3)
     people = []
@@ -44,12 +49,12 @@ def test_written_format_matches_controlnet_aux():
     body = np.array(person["pose_keypoints_2d"]).reshape(18, 3)
     for j in range(18):
         if source.body_score[j] >= 0.3:
-            np.testing.assert_allclose(body[j], [source.body[j, 0] * 1080, source.body[j, 1] * 1920, 1.0])
+            close(body[j], [source.body[j, 0] * 1080, source.body[j, 1] * 1920, 1.0])
         else:
             assert body[j].tolist() == [0.0, 0.0, 0.0]
     face = np.array(person["face_keypoints_2d"]).reshape(70, 3)
-    np.testing.assert_allclose(face[:68, :2], source.face * [1080, 1920])
-    np.testing.assert_allclose(face[68:], body[[14, 15]])              # the OpenPose pupils: body OP14, OP15
+    close(face[:68, :2], source.face * [1080, 1920])
+    close(face[68:], body[[14, 15]])              # the OpenPose pupils: body OP14, OP15
     assert person["hand_right_keypoints_2d"] is None                  # no visible point
     assert len(person["hand_left_keypoints_2d"]) == 63
     assert data["people"][1]["face_keypoints_2d"] is None
@@ -71,7 +76,7 @@ def test_round_trip():
         for part in ("body", "face", "left_hand", "right_hand"):
             shown = a.visible(part)
             assert (b.visible(part) == shown).all(), part
-            np.testing.assert_allclose(getattr(b, part)[shown], getattr(a, part)[shown], atol=1e-12)
+            close(getattr(b, part)[shown], getattr(a, part)[shown], atol=1e-12)
             assert (getattr(b, part + "_score")[shown] == 1.0).all()  # the format keeps visibility only
             assert np.isnan(getattr(b, part)[~shown]).all()
 
@@ -80,7 +85,7 @@ def test_controlnet_aux_frame_is_read():
     (frame,) = from_pose_keypoint(CONTROLNET_AUX_FRAME)
     assert (frame.width, frame.height) == (1080, 1920) and len(frame.people) == 1
     person = frame.people[0]
-    np.testing.assert_allclose(person.body[0], [412.0 / 1080, 233.5 / 1920])
+    close(person.body[0], [412.0 / 1080, 233.5 / 1920])
     assert np.flatnonzero(~person.visible("body")).tolist() == [16]
     assert not person.visible("face").any() and not person.visible("left_hand").any()
 
@@ -93,7 +98,7 @@ def test_normalised_and_pixel_inputs_read_the_same():
         values[i] /= 1080
         values[i + 1] /= 1920
     a, b = as_pose_frames([pixels, normalised])
-    np.testing.assert_allclose(a.people[0].body[a.people[0].visible("body")],
+    close(a.people[0].body[a.people[0].visible("body")],
                                b.people[0].body[b.people[0].visible("body")], atol=1e-12)
 
 
@@ -103,7 +108,7 @@ def test_face_of_68_points_and_nested_triplets():
     data["people"][0]["hand_left_keypoints_2d"] = [[600.0, 700.0, 1.0]] * 21
     (frame,) = from_pose_keypoint(data)
     assert frame.people[0].visible("face").all() and frame.people[0].visible("left_hand").all()
-    np.testing.assert_allclose(frame.people[0].left_hand[3], [600 / 1080, 700 / 1920])
+    close(frame.people[0].left_hand[3], [600 / 1080, 700 / 1920])
 
 
 def test_malformed_values_are_refused_with_the_place_named():
@@ -130,7 +135,7 @@ def test_canvas_size_override_rescales():
     data = to_pose_keypoint(frame, canvas_size=(540, 960))
     body = np.array(data["people"][0]["pose_keypoints_2d"]).reshape(18, 3)
     j = int(np.flatnonzero(frame.people[0].visible("body"))[0])
-    np.testing.assert_allclose(body[j, :2], frame.people[0].body[j] * [540, 960])
+    close(body[j, :2], frame.people[0].body[j] * [540, 960])
 
 
 def test_controlnet_aux_frames_drive_the_alignment():
@@ -144,4 +149,4 @@ def test_controlnet_aux_frames_drive_the_alignment():
         assert report.scales[name] == pytest.approx(1.0, abs=1e-12), name
     ref_frame = from_pose_keypoint(ref)[0]
     shown = ref_frame.people[0].visible("body")
-    np.testing.assert_allclose(aligned[0].people[0].body[shown], ref_frame.people[0].body[shown], atol=1e-12)
+    close(aligned[0].people[0].body[shown], ref_frame.people[0].body[shown], atol=1e-12)
