@@ -18,6 +18,7 @@ onnxruntime is imported only when a model is opened, so `import pose_align` work
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import cv2
@@ -29,6 +30,7 @@ from .keypoints import OPENPOSE_FROM_COCO, PoseFrame, person_from_openpose134
 # pose-model normalisation, RGB order (DWPose-l config data_preprocessor)
 POSE_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 POSE_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+_POSE_INV_STD = (1.0 / POSE_STD).astype(np.float32)
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD_VALUE = 114
 DET_PRE_NMS_SCORE = 0.1
@@ -146,6 +148,7 @@ def letterbox(image: np.ndarray, input_hw: tuple[int, int] = (640, 640)) -> tupl
     return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32), r
 
 
+@functools.lru_cache(maxsize=8)
 def yolox_grid(input_hw: tuple[int, int], strides=YOLOX_STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Anchor cells `(A, 2)` as (gx, gy) and their strides `(A,)`: levels in stride order, row-major within each
     (640 x 640 gives 80*80 + 40*40 + 20*20 = 8400)."""
@@ -158,7 +161,8 @@ def yolox_grid(input_hw: tuple[int, int], strides=YOLOX_STRIDES) -> tuple[np.nda
     return np.concatenate(cells).astype(np.float64), np.concatenate(cell_strides).astype(np.float64)
 
 
-def decode_yolox(prediction: np.ndarray, ratio: float, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def decode_yolox(prediction: np.ndarray, ratio: float, input_hw: tuple[int, int],
+                 classes=None) -> tuple[np.ndarray, np.ndarray]:
     """Raw YOLOX rows to boxes and class scores.
 
     Row t: centre ((t0 + gx) * s, (t1 + gy) * s) (no half-cell offset), size (exp(t2) * s, exp(t3) * s);
@@ -168,18 +172,20 @@ def decode_yolox(prediction: np.ndarray, ratio: float, input_hw: tuple[int, int]
         prediction: `(A, 5 + C)`.
         ratio: letterbox r.
         input_hw: model input size.
+        classes: class indices to score (default all).
     Returns:
-        boxes `(A, 4)` xyxy in original-image pixels (not clipped), scores `(A, C)`, both float64.
+        boxes `(A, 4)` xyxy in original-image pixels (not clipped), scores `(A, C)` (C = len(classes)), float64.
     """
-    prediction = prediction.astype(np.float64)
-    cells, strides = yolox_grid(input_hw)
+    cells, strides = yolox_grid(tuple(input_hw))
     if len(cells) != len(prediction):
         raise ValueError(f"detector output has {len(prediction)} rows, expected {len(cells)} anchors for input "
                          f"{input_hw[0]}x{input_hw[1]} with strides {YOLOX_STRIDES}")
-    centre = (prediction[:, :2] + cells) * strides[:, None]
-    size = np.exp(prediction[:, 2:4]) * strides[:, None]
+    geometry = prediction[:, :5].astype(np.float64)
+    centre = (geometry[:, :2] + cells) * strides[:, None]
+    size = np.exp(geometry[:, 2:4]) * strides[:, None]
     boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1) / ratio
-    return boxes, prediction[:, 4:5] * prediction[:, 5:]
+    class_scores = prediction[:, 5:] if classes is None else prediction[:, [5 + c for c in classes]]
+    return boxes, geometry[:, 4:5] * class_scores.astype(np.float64)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -201,14 +207,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def select_people(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def select_people(boxes: np.ndarray, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Person boxes as the reference keeps them: candidates with class-0 score > 0.1, NMS at IoU 0.45, then
     score > 0.3. NMS is class-aware, so running it on class 0 alone gives the reference's person rows.
 
+    Args:
+        boxes: `(A, 4)` decoded boxes; person: `(A,)` class-0 scores.
     Returns:
         boxes `(N, 4)` and scores `(N,)`, highest score first (this order is the person order downstream).
     """
-    person = scores[:, PERSON_CLASS]
     candidates = np.flatnonzero(person > DET_PRE_NMS_SCORE)
     if candidates.size == 0:
         return np.zeros((0, 4)), np.zeros(0)
@@ -265,8 +272,8 @@ class YoloxDetector:
         """Person boxes `(N, 4)` xyxy in pixels of `image_bgr` and scores `(N,)`, best first."""
         blob, ratio = letterbox(image_bgr, self.input_hw)
         prediction = self.session.run(None, {self.input_name: blob.astype(self.input_dtype)})[0][0]
-        boxes, scores = decode_yolox(prediction, ratio, self.input_hw)
-        return select_people(boxes, scores)
+        boxes, scores = decode_yolox(prediction, ratio, self.input_hw, classes=(PERSON_CLASS,))
+        return select_people(boxes, scores[:, 0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,13 +382,18 @@ class WholebodyPose:
         # a static batch of 1 must be fed crop by crop; otherwise all crops go in one run
         self.batched = not (_is_int(inputs[0].shape[0]) and inputs[0].shape[0] == 1)
 
-    def preprocess(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One crop: `(3, h, w)` float32 normalised (RGB), its centre and scale."""
+    def preprocess(self, image_rgb: np.ndarray, box, out: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One crop: `(3, h, w)` float32 normalised (RGB) (written into `out` when given), its centre and scale."""
         center, scale = box_center_scale(box, self.input_wh)
         crop = cv2.warpAffine(image_rgb, crop_matrix(center, scale, self.input_wh), self.input_wh,
                               flags=cv2.INTER_LINEAR)
-        normalised = (crop.astype(np.float32) - POSE_MEAN) / POSE_STD
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1)), center, scale
+        normalised = np.subtract(crop, POSE_MEAN, dtype=np.float32)
+        normalised *= _POSE_INV_STD
+        if out is None:
+            out = np.empty((3, self.input_wh[1], self.input_wh[0]), np.float32)
+        out[...] = normalised.transpose(2, 0, 1)
+        return out, center, scale
 
     def __call__(self, image_rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints of each box.
@@ -394,8 +406,9 @@ class WholebodyPose:
         """
         if len(boxes) == 0:
             return np.zeros((0, WHOLEBODY_KEYPOINTS, 2)), np.zeros((0, WHOLEBODY_KEYPOINTS))
-        crops, centers, scales = zip(*(self.preprocess(image_rgb, box) for box in boxes))
-        batch = np.stack(crops).astype(self.input_dtype)
+        batch = np.empty((len(boxes), 3, self.input_wh[1], self.input_wh[0]), np.float32)
+        centers, scales = zip(*(self.preprocess(image_rgb, box, batch[i])[1:] for i, box in enumerate(boxes)))
+        batch = batch.astype(self.input_dtype, copy=False)
         if self.batched:
             simcc_x, simcc_y = self.session.run(self.output_names, {self.input_name: batch})
         else:
