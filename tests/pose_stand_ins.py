@@ -114,31 +114,35 @@ def const_crop_location(k: int) -> tuple[float, float]:
     return 10.0 + 2 * k, 20.0 + 2 * k
 
 
-def _pose_io(batch, input_name="input", keypoints=POSE_KEYPOINTS, lengths=None, names=("simcc_x", "simcc_y")):
+def _pose_io(batch, input_name="input", keypoints=POSE_KEYPOINTS, lengths=None, names=("simcc_x", "simcc_y"),
+             input_type=TensorProto.FLOAT):
     w, h = POSE_INPUT_WH
     lengths = lengths or (w * SPLIT, h * SPLIT)
-    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, h, w])]
+    inputs = [helper.make_tensor_value_info(input_name, input_type, [batch, 3, h, w])]
     outputs = [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [batch, keypoints, lengths[0]]),
                helper.make_tensor_value_info(names[1], TensorProto.FLOAT, [batch, keypoints, lengths[1]])]
     return inputs, outputs
 
 
 def make_pose_const(path: str, batch="batch", keypoints=POSE_KEYPOINTS, x_length=None,
-                    names=("simcc_x", "simcc_y")) -> str:
+                    names=("simcc_x", "simcc_y"), fp16_input: bool = False) -> str:
     """The "const" pose stand-in. batch: "batch" (dynamic) or 1 (static). keypoints / x_length / names may be
-    changed to build wrong files."""
+    changed to build wrong files; fp16_input gives a float16 input (as comfyui_controlnet_aux's "*fp16*" files)."""
     simcc_x, simcc_y = const_simcc()
     simcc_x, simcc_y = simcc_x[:, :keypoints], simcc_y[:, :keypoints]
     if x_length is not None:
         simcc_x = np.zeros((1, keypoints, x_length), np.float32)
-    nodes = [
-        helper.make_node("ReduceMean", ["input"], ["mean4"], axes=[1, 2, 3], keepdims=1),  # [B,1,1,1]
+    nodes = [helper.make_node("Cast", ["input"], ["input32"], to=TensorProto.FLOAT)] if fp16_input else []
+    nodes += [
+        helper.make_node("ReduceMean", ["input32" if fp16_input else "input"], ["mean4"], axes=[1, 2, 3],
+                         keepdims=1),                                                        # [B,1,1,1]
         helper.make_node("Reshape", ["mean4", "shape_b11"], ["mean3"]),                     # [B,1,1]
         helper.make_node("Mul", ["mean3", "zero"], ["unused"]),
         helper.make_node("Add", ["peaks_x", "unused"], [names[0]]),
         helper.make_node("Add", ["peaks_y", "unused"], [names[1]]),
     ]
-    inputs, outputs = _pose_io(batch, keypoints=keypoints, lengths=(simcc_x.shape[2], simcc_y.shape[2]), names=names)
+    inputs, outputs = _pose_io(batch, keypoints=keypoints, lengths=(simcc_x.shape[2], simcc_y.shape[2]), names=names,
+                               input_type=TensorProto.FLOAT16 if fp16_input else TensorProto.FLOAT)
     graph = helper.make_graph(nodes, "dwpose_const_stand_in", inputs, outputs, [
         numpy_helper.from_array(simcc_x, "peaks_x"), numpy_helper.from_array(simcc_y, "peaks_y"),
         numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape_b11"),

@@ -172,6 +172,15 @@ def test_dynamic_batch_runs_once_static_batch_loops(models):
     np.testing.assert_array_equal(results["pose_const"][0], results["pose_const_static"][0])
 
 
+def test_float16_input_model(tmp_path):
+    path = stand_ins.make_pose_const(str(tmp_path / "dw-ll_ucoco_384_fp16.onnx"), fp16_input=True)
+    pose = WholebodyPose(path, ["CPUExecutionProvider"])
+    assert pose.input_dtype == np.float16
+    keypoints, scores = pose(BLACK_1280x720, stand_ins.EXPECTED_BOXES_1280x720[:1])
+    close(keypoints[0, 0], expected_const_point(0), atol=1e-9)
+    close(scores[0, 0], 0.9, atol=1e-6)
+
+
 def test_blob_end_to_end_geometry(models):
     detector = DWPoseDetector(models["detector_d1"], models["pose_blob"], providers="cpu")
     frame = detector.detect(stand_ins.cone_image())
