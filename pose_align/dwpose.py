@@ -464,6 +464,12 @@ class DWPoseDetector:
         self.pose = WholebodyPose(pose_path, self.providers)
         self.full_image_fallback = full_image_fallback
 
+    @property
+    def active_providers(self) -> list[str]:
+        """Providers the two sessions actually run on (a failed CUDA session is retried on CPU)."""
+        used = self.detector.session.get_providers() + self.pose.session.get_providers()
+        return list(dict.fromkeys(used))
+
     def detect_pixels(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Raw stages on one RGB frame, no resizing.
 

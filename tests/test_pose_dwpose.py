@@ -224,6 +224,7 @@ def test_no_detection_gives_no_people_or_full_image_box(models):
 
 def test_pose_keypoint_output_of_an_extraction(models):
     detector = DWPoseDetector(models["detector"], models["pose_const"], providers="cpu")
+    assert detector.active_providers == ["CPUExecutionProvider"]
     data = to_pose_keypoint(detector.detect(BLACK_1280x720))
     assert (data["canvas_width"], data["canvas_height"]) == (1280, 720) and len(data["people"]) == 2
     person = data["people"][0]
@@ -290,6 +291,7 @@ def test_provider_selection():
     assert chosen[-1] == "CPUExecutionProvider"
     assert ("CUDAExecutionProvider" in chosen) == ("CUDAExecutionProvider" in available)
     assert select_providers("cpu") == ["CPUExecutionProvider"]
+    assert select_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
         with pytest.raises(ValueError, match="CUDAExecutionProvider.*not available"):
             select_providers("cuda")
