@@ -10,6 +10,7 @@ NODE_CLASS_MAPPINGS = {}
 # Outside ComfyUI (pytest collecting this folder as a package, tooling) there is nothing to register.
 if importlib.util.find_spec("folder_paths") is not None:
     from .nodes.model_folders import register_model_folders
+    from .nodes.pose_nodes import MuseVDWPoseExtract, MuseVPoseAlign
     from .nodes.reference_nodes import MuseVIPAdapterEmbed, MuseVReferenceNetEncode
     from .nodes.sampler import MuseVParallelDenoiseSampler
     from .nodes.unet_loader import LoadMuseVUNet
@@ -20,6 +21,8 @@ if importlib.util.find_spec("folder_paths") is not None:
         "MuseVParallelDenoiseSampler": MuseVParallelDenoiseSampler,
         "MuseVReferenceNetEncode": MuseVReferenceNetEncode,
         "MuseVIPAdapterEmbed": MuseVIPAdapterEmbed,
+        "MuseVDWPoseExtract": MuseVDWPoseExtract,
+        "MuseVPoseAlign": MuseVPoseAlign,
     })
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,6 +30,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MuseVParallelDenoiseSampler": "MuseV Parallel Denoise Sampler",
     "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode",
     "MuseVIPAdapterEmbed": "MuseV IP-Adapter Embed",
+    "MuseVDWPoseExtract": "MuseV DWPose Extract",
+    "MuseVPoseAlign": "MuseV Pose Align",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

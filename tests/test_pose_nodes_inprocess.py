@@ -1,0 +1,82 @@
+"""MuseV DWPose Extract and MuseV Pose Align as ComfyUI nodes, with the ONNX stand-ins (tests/pose_stand_ins.py)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import comfy_env
+import pose_stand_ins
+
+
+@pytest.fixture(scope="module")
+def pose_env(comfy, tmp_path_factory):
+    import folder_paths
+    folder = str(tmp_path_factory.mktemp("dwpose"))
+    models = pose_stand_ins.build_all(folder)
+    models["detector_none"] = pose_stand_ins.make_detector(os.path.join(folder, "yolox_empty.onnx"), plants={})
+    folder_paths.folder_names_and_paths["dwpose"] = ([folder], {".onnx"})
+    nodes = comfy_env.pack_module("nodes.pose_nodes")
+    return {"models": {k: os.path.basename(v) for k, v in models.items()}, "nodes": nodes}
+
+
+def frames(count=3):
+    cone = pose_stand_ins.cone_image(width=320, height=180, center=(150, 100), radius=12.0)
+    return torch.from_numpy(np.stack([cone] * count)).float() / 255.0
+
+
+def extract(pose_env, detector="detector", pose="pose_blob", image=None, **options):
+    settings = {"detect_body": True, "detect_hand": True, "detect_face": False, "detect_resolution": 512,
+                "resolution": 256, "provider": "CPU"}
+    settings.update(options)
+    node = pose_env["nodes"].MuseVDWPoseExtract()
+    return node.extract(frames() if image is None else image, pose_env["models"][detector],
+                        pose_env["models"][pose], **settings)
+
+
+def test_extract_gives_pose_maps_and_pose_keypoint_per_frame(pose_env):
+    images, keypoints = extract(pose_env, detector="detector_d1")
+    assert images.shape == (3, 256, 455, 3) and images.dtype == torch.float32  # short side 256, 320x180 aspect
+    assert len(keypoints) == 3
+    first = keypoints[0]
+    assert (first["canvas_width"], first["canvas_height"]) == (320, 180)
+    person = first["people"][0]
+    assert len(person["pose_keypoints_2d"]) == 54 and person["face_keypoints_2d"] is None
+    nose = person["pose_keypoints_2d"][:3]
+    assert abs(nose[0] - 150) < 3 and abs(nose[1] - 100) < 3 and nose[2] == 1.0
+    assert images.max() > 0.5  # something was drawn
+
+
+def test_wrong_onnx_file_is_named_with_what_is_wrong(pose_env):
+    dwpose = comfy_env.pack_module("pose_align.dwpose")
+    with pytest.raises(dwpose.PoseModelError) as err:
+        extract(pose_env, detector="pose_blob", pose="pose_blob")
+    message = str(err.value)
+    assert message.startswith("dw-ll_ucoco_384_blob.onnx: expected a YOLOX detector"), message
+
+
+def test_align_follows_the_reference_and_reports_missing_frames(pose_env):
+    _, reference = extract(pose_env, detector="detector_d1", image=frames(1))
+    _, video = extract(pose_env, detector="detector_d1")
+    video = [video[0], {"people": [], "canvas_width": 320, "canvas_height": 180}, video[2]]
+    node = pose_env["nodes"].MuseVPoseAlign()
+    images, aligned, report = node.align(reference, video, align_frame=0, max_frame=0, mode="robust",
+                                         output_height=128, draw_hands=True, draw_face=False)
+    assert images.shape[0] == 3 and images.shape[1] == 128
+    assert aligned[1]["people"] == [] and len(aligned[0]["people"]) == 1
+    assert "no person in 1 frame(s): 1" in report and report.startswith("3 frames aligned (robust)")
+    # the reference and the video show the same pose, so alignment keeps the nose where it was (normalised)
+    nose = aligned[0]["people"][0]["pose_keypoints_2d"]
+    assert abs(nose[0] / aligned[0]["canvas_width"] - 150 / 320) < 0.02
+    assert abs(nose[1] / aligned[0]["canvas_height"] - 100 / 180) < 0.02
+
+
+def test_a_video_without_a_person_gives_a_clear_message(pose_env):
+    align = comfy_env.pack_module("pose_align.align")
+    _, reference = extract(pose_env, detector="detector_d1", image=frames(1))
+    _, video = extract(pose_env, detector="detector_none")
+    assert all(frame["people"] == [] for frame in video)
+    node = pose_env["nodes"].MuseVPoseAlign()
+    with pytest.raises(align.NoPersonError) as err:
+        node.align(reference, video, 0, 0, "robust", 128, True, False)
+    assert "no person" in str(err.value).lower()
