@@ -257,6 +257,13 @@ class ReferenceFeatures:
     def num_down(self) -> int:
         return len(self.cond) - 1
 
+    def to(self, device=None, dtype=None) -> "ReferenceFeatures":
+        """A copy with every tensor on `device` / in `dtype` (the sampler moves them once per run, not per call)."""
+        def move(tensors):
+            return tuple(t.to(device=device, dtype=dtype) for t in tensors)
+
+        return ReferenceFeatures(cond=move(self.cond), uncond=move(self.uncond))
+
     def for_chunks(self, chunks: list[int], device=None, dtype=None) -> list[torch.Tensor]:
         """Features for a UNet batch of CFG chunks.
 

@@ -56,6 +56,23 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         self.dim = 0
         self.freenoise = False  # newer core code may look for it on any handler
 
+    def _reference_on(self, device, dtype):
+        """The reference features on the sampling device, moved once per run (kept only by this handler)."""
+        if self.reference is None:
+            return None
+        key = (str(device), dtype)
+        cached = getattr(self, "_moved", None)
+        if cached is None or cached[0] != key:
+            self._moved = (key, self.reference.to(device, dtype))
+        return self._moved[1]
+
+    def __deepcopy__(self, memo):
+        """Copies share the (immutable) reference values and drop the per-run device cache."""
+        copy = MuseVContextHandler(self.num_condition, self.context_frames, self.context_overlap, self.fuse_method,
+                                   self.motion_speed, self.reference, self.ip_tokens)
+        memo[id(self)] = copy
+        return copy
+
     def should_use_context(self, model, conds, x_in, timestep, model_options) -> bool:
         return x_in.shape[0] > self.num_condition
 
@@ -114,6 +131,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
             sigma = timestep[:n_cond]
             c_in = model.model_sampling.calculate_input(sigma, torch.ones_like(clean))
             condition_input = clean / c_in
+        reference = self._reference_on(x_in.device, x_in.dtype)
         fused = [torch.zeros_like(x_in) for _ in conds]
         weight_sum = torch.zeros((total, 1, 1, 1), device=x_in.device, dtype=x_in.dtype)
         transformer_options = model_options.setdefault("transformer_options", {})
@@ -122,7 +140,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 frames = condition_index + [n_cond + f for f in window]
                 transformer_options[WINDOW_KEY] = MuseVWindow(condition_index, frames, total, self.motion_speed,
-                                                              reference=self.reference, ip_tokens=self.ip_tokens)
+                                                              reference=reference, ip_tokens=self.ip_tokens)
                 # IPAdapter_plus and other packs slice per-frame inputs with AnimateDiff's ad_params
                 transformer_options["ad_params"] = {"full_length": total, "context_length": len(frames),
                                                     "sub_idxs": frames}
