@@ -103,26 +103,49 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         return resized
 
     @staticmethod
-    def check_controls(conds) -> None:
-        """Refuse per-frame ControlNet hints: ComfyUI would give every window the first hints of the video.
-
-        A single hint image (shared by all frames) is fine. Raises ValueError otherwise.
-        """
+    def _controls(conds) -> list:
+        """Every distinct ControlNet (ControlBase) attached to the conds, following `previous_controlnet` chains."""
+        found, seen = [], set()
         for cond_list in conds:
             for cond in cond_list or []:
                 control = cond.get("control")
                 while control is not None:
-                    hint = getattr(control, "cond_hint_original", None)
-                    if isinstance(hint, torch.Tensor) and hint.ndim == 4 and hint.shape[0] > 1:
-                        raise ValueError(
-                            f"a ControlNet with {hint.shape[0]} hint frames is attached: per-window hint slicing is not "
-                            f"supported by this version of the MuseV sampler yet; use a single hint image")
+                    if id(control) not in seen:
+                        seen.add(id(control))
+                        found.append(control)
                     control = getattr(control, "previous_controlnet", None)
+        return found
+
+    def per_frame_controls(self, conds, total: int) -> list:
+        """ControlNets with one hint per frame, i.e. `cond_hint_original` of `total` images.
+
+        One hint image is shared by all frames (left alone). Any other count is refused: ComfyUI would give every
+        window the first hints of the video.
+
+        Raises:
+            ValueError: hint count neither 1 nor n_vis + L, with what to connect instead.
+        """
+        per_frame = []
+        for control in self._controls(conds):
+            hint = getattr(control, "cond_hint_original", None)
+            if not isinstance(hint, torch.Tensor) or hint.ndim < 4 or hint.shape[0] == 1:
+                continue
+            if hint.shape[0] != total:
+                n_cond = self.num_condition
+                raise ValueError(
+                    f"a ControlNet has {hint.shape[0]} hint images, but the video has {total} frames "
+                    f"({n_cond} condition + {total - n_cond} generated): give one hint per frame, the condition "
+                    f"frame's hint first (e.g. Batch Images of the character's pose and the video's poses), or a "
+                    f"single hint for all frames")
+            per_frame.append(control)
+        return per_frame
 
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
-        self.check_controls(conds)
         n_cond = self.num_condition
         total = x_in.shape[0]
+        # each window's ControlNet sees the hints of its own frames, condition frame(s) first (MuseV §5)
+        controls = self.per_frame_controls(conds, total)
+        full_hints = [control.cond_hint_original for control in controls]
         windows = self.windows(total - n_cond)
         condition_index = list(range(n_cond))
         clean = x_in[:n_cond]
@@ -147,6 +170,9 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
                 sub_x = x_in[frames].clone()
                 if n_cond:
                     sub_x[:n_cond] = condition_input
+                for control, hints in zip(controls, full_hints):
+                    control.cond_hint_original = hints[frames]
+                    control.cond_hint = None  # resized again for this window's frames
                 sub_conds = [self.get_resized_cond(c, x_in, frames) for c in conds]
                 outputs = calc_cond_batch(model, sub_conds, sub_x, timestep[frames], model_options)
                 weights = fuse_weights(window, windows, self.fuse_method).to(x_in.device, x_in.dtype)
@@ -157,6 +183,9 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         finally:
             transformer_options.pop(WINDOW_KEY, None)
             transformer_options.pop("ad_params", None)
+            for control, hints in zip(controls, full_hints):
+                control.cond_hint_original = hints
+                control.cond_hint = None
         for i in range(len(fused)):
             fused[i][n_cond:] /= weight_sum[n_cond:]
             fused[i][:n_cond] = clean  # denoised == input: the condition frames stay where they are

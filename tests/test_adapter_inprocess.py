@@ -175,7 +175,7 @@ def test_cfg_one_runs_the_conditional_branch_only(env):
     assert out.shape == (6, 4, 8, 8) and torch.isfinite(out).all()
 
 
-def test_per_frame_controlnet_hints_are_refused_not_silently_misapplied():
+def test_controlnet_hint_counts_other_than_one_or_every_frame_are_refused():
     parallel = comfy_env.pack_module("nodes.parallel_denoise")
 
     class Control:  # the attributes ComfyUI's ControlBase exposes
@@ -184,9 +184,47 @@ def test_per_frame_controlnet_hints_are_refused_not_silently_misapplied():
             self.previous_controlnet = previous
 
     handler = parallel.MuseVContextHandler(1, 4, 1)
-    handler.check_controls([[{"control": Control(1)}], None])  # one hint image for all frames: fine
-    with pytest.raises(ValueError, match="a ControlNet with 12 hint frames is attached"):
-        handler.check_controls([[{"control": Control(1, previous=Control(12))}], [{}]])
+    shared, per_frame = Control(1), Control(13)
+    assert handler.per_frame_controls([[{"control": shared}], None], 13) == []
+    assert handler.per_frame_controls([[{"control": Control(1, previous=per_frame)}], [{}]], 13) == [per_frame]
+    with pytest.raises(ValueError, match="a ControlNet has 12 hint images, but the video has 13 frames "
+                                         "\\(1 condition \\+ 12 generated\\): give one hint per frame"):
+        handler.per_frame_controls([[{"control": Control(1, previous=Control(12))}], [{}]], 13)
+
+
+def test_each_window_gets_the_hints_of_its_frames_condition_hint_first(env):
+    import comfy.controlnet
+    import nodes
+    names = env["names"]
+    control_net = comfy.controlnet.load_controlnet(os.path.join(env["models"], "controlnet", names["controlnet"]))
+    frames = 7
+    total = 1 + frames
+    hints = torch.arange(total, dtype=torch.float32).reshape(total, 1, 1, 1).expand(total, 64, 64, 3) / 100
+    positive, negative = nodes.ControlNetApplyAdvanced().apply_controlnet(
+        env["positive"], env["negative"], control_net, hints, 1.0, 0.0, 1.0)[:2]
+    control = positive[0][1]["control"]
+    assert negative[0][1]["control"] is control
+    seen = []
+    original = control.get_control
+
+    def recording(x_noisy, t, cond, batched_number, transformer_options):
+        out = original(x_noisy, t, cond, batched_number, transformer_options)
+        per_chunk = control.cond_hint.shape[0] // batched_number
+        seen.append([round(float(v) * 100) for v in control.cond_hint[:per_chunk, 0, 0, 0]])
+        return out
+
+    control.get_control = recording  # this test's own ControlNet object only
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+    with torch.inference_mode():
+        with_hints = parallel.musev_sample(musev(env), positive, negative, env["condition"], frames, 0, 0, seed=3,
+                                           steps=2, cfg=3.5, sampler_name="euler", scheduler="normal",
+                                           context_frames=4, context_overlap=1, fuse_method="flat", motion_speed=8.0,
+                                           w_ind_noise=0.5, img_weight=0.001, denoise=1.0)
+    # windows over the 7 generated frames: [0-3], [3-6]; batch indices are +1 behind the condition frame 0
+    assert seen == [[0, 1, 2, 3, 4], [0, 4, 5, 6, 7]] * 2
+    assert torch.equal(control.cond_hint_original, hints.movedim(-1, 1))  # restored after sampling
+    plain = sample(env, musev(env), frames=frames)
+    assert (with_hints[1:] - plain[1:]).abs().mean() > 1e-4
 
 
 def test_denoise_below_one_starts_from_the_condition_noised_to_the_first_sigma(env):

@@ -301,6 +301,31 @@ def write_tiny_clip_vision(path: str, seed: int = 41) -> str:
     return path
 
 
+def write_tiny_controlnet(path: str, unet_config: dict, seed: int = 5) -> str:
+    """A ControlNet (ComfyUI/ldm key layout, 3-channel hint, factor 8) for `unet_config`, random fp16 weights.
+
+    ComfyUI's Load ControlNet Model detects it like an SD1.5 ControlNet of that geometry.
+    """
+    import safetensors.torch
+    import comfy.cldm.cldm as cldm
+    import comfy.ops
+
+    with torch.device("meta"):
+        model = cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **unet_config)
+    state = random_state_dict(_materialize(model), seed, dtype=torch.float16)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
+def write_dwpose_stand_in(path: str, role: str) -> str:
+    """DWPose ONNX stand-ins with the real tensor names (tests/pose_stand_ins.py): `detector` or `pose`."""
+    import pose_stand_ins
+    if role == "detector":
+        return pose_stand_ins.make_detector(path)
+    return pose_stand_ins.make_pose_blob(path)
+
+
 TINY_CHECKPOINT = "tiny_demo_sd15_thin.safetensors"
 TINY_MUSEV_UNET = "tiny_demo/unet/diffusion_pytorch_model.safetensors"
 TINY_LORA = "tiny_demo_lora.safetensors"
@@ -308,6 +333,9 @@ TINY_REFERENCENET_UNET = "tiny_demo_referencenet/unet/diffusion_pytorch_model.sa
 TINY_REFERENCENET = "tiny_demo_referencenet/referencenet/diffusion_pytorch_model.safetensors"
 TINY_IMAGE_PROJ = "tiny_demo_referencenet/ip_adapter_image_proj.bin"
 TINY_CLIP_VISION = "tiny_demo_clip_vision_vitl.safetensors"
+TINY_CONTROLNET = "tiny_demo_controlnet_openpose.safetensors"
+TINY_DWPOSE_DETECTOR = "tiny_demo_yolox_l.onnx"
+TINY_DWPOSE_POSE = "tiny_demo_dw-ll_ucoco_384.onnx"
 #: bump when the generators change so cached files are rebuilt
 TINY_MODELS_VERSION = "2"
 
@@ -364,6 +392,9 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
         ("musev", TINY_REFERENCENET, lambda p: write_tiny_referencenet(p, thin_unet_config())),
         ("musev", TINY_IMAGE_PROJ, lambda p: write_tiny_image_proj(p)),
         ("clip_vision", TINY_CLIP_VISION, lambda p: write_tiny_clip_vision(p)),
+        ("controlnet", TINY_CONTROLNET, lambda p: write_tiny_controlnet(p, thin_unet_config())),
+        ("dwpose", TINY_DWPOSE_DETECTOR, lambda p: write_dwpose_stand_in(p, "detector")),
+        ("dwpose", TINY_DWPOSE_POSE, lambda p: write_dwpose_stand_in(p, "pose")),
     ]
     fresh = os.path.isfile(stamp) and open(stamp).read().strip() == TINY_MODELS_VERSION
     for folder, name, write in files:
@@ -379,7 +410,8 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
         f.write(TINY_MODELS_VERSION)
     return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA,
             "referencenet_unet": TINY_REFERENCENET_UNET, "referencenet": TINY_REFERENCENET,
-            "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION}
+            "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION, "controlnet": TINY_CONTROLNET,
+            "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE}
 
 
 def point_at_tiny_models(prompt: dict, names: dict) -> dict:
@@ -401,4 +433,9 @@ def point_at_tiny_models(prompt: dict, names: dict) -> dict:
             inputs["image_proj_name"] = names["image_proj"]
         elif kind == "CLIPVisionLoader":
             inputs["clip_name"] = names["clip_vision"]
+        elif kind == "ControlNetLoader":
+            inputs["control_net_name"] = names["controlnet"]
+        elif kind == "MuseVDWPoseExtract":
+            inputs["bbox_detector"] = names["dwpose_detector"]
+            inputs["pose_estimator"] = names["dwpose_pose"]
     return prompt
