@@ -200,7 +200,8 @@ def check_settings(frames: int, context_frames: int, context_overlap: int) -> st
 def musev_sample(model, positive, negative, condition_samples, frames: int, width: int, height: int, seed: int,
                  steps: int, cfg: float, sampler_name: str, scheduler: str, context_frames: int, context_overlap: int,
                  fuse_method: str, motion_speed: float, w_ind_noise: float, img_weight: float, denoise: float,
-                 noise_type: str = "video_fusion", callback=None, reference=None, ip_tokens=None):
+                 noise_type: str = "video_fusion", callback=None, reference=None, ip_tokens=None,
+                 init_latents=None):
     """Run one MuseV video through ComfyUI's sampler with parallel windows.
 
     Args:
@@ -212,6 +213,9 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
         callback: optional `fn(step, x0, x, total_steps)` with the full latent batch (model space) at every step.
         reference: `ReferenceFeatures` (MuseV ReferenceNet Encode) or None; needs a musev_referencenet MODEL.
         ip_tokens: `IPTokens` (MuseV IP-Adapter Embed) or None; needs a musev_referencenet MODEL.
+        init_latents: video2video, `(>= L, 4, h, w)` VAE latents (unscaled) of an RGB video: its first L frames are
+            the start of the generated frames, noised to the first sigma of the (denoise-shortened) schedule.
+            MuseV `which2video=video` (always the full schedule; its strength is ignored, spec/musev.md §4.3).
         Other arguments as the node's inputs.
     Returns:
         `(n_vis + L, 4, h, w)` latents: the condition frame(s) first (exactly the input), then the generated frames.
@@ -237,11 +241,18 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
             raise ValueError("width and height are needed when no condition latent is connected")
         n_cond, h, w = 0, height // 8, width // 8
     total = n_cond + frames
+    if init_latents is not None:
+        if init_latents.ndim != 4 or init_latents.shape[1] != channels or tuple(init_latents.shape[2:]) != (h, w):
+            raise ValueError(f"the video latent is {tuple(init_latents.shape)}, expected (frames, {channels}, {h}, {w}) "
+                             f"to match the condition / video size")
+        if init_latents.shape[0] < frames:
+            raise ValueError(f"the video has {init_latents.shape[0]} frames but {frames} are to be generated: lower "
+                             f"'frames' or give a longer video")
 
     # MuseV's starting noise for the generated frames, drawn in its b c t h w layout for seed parity
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = initial_noise((1, channels, frames, h, w), generator, noise_type, w_ind_noise)
-    if n_cond:
+    if n_cond and init_latents is None:  # MuseV blends the image only when no init video is given
         condition_model = latent_format.process_in(condition_samples.float().cpu())
         noise = blend_condition_into_noise(noise, condition_model.permute(1, 0, 2, 3)[None], img_weight)
     noise = noise[0].permute(1, 0, 2, 3)
@@ -250,8 +261,10 @@ def musev_sample(model, positive, negative, condition_samples, frames: int, widt
     latent_image = torch.zeros((total, channels, h, w))
     if n_cond:
         latent_image[:n_cond] = condition_samples.float().cpu()
-        if denoise < 1.0:  # start the generated frames from the condition image, noised to the first sigma
+        if denoise < 1.0 and init_latents is None:  # start from the condition image, noised to the first sigma
             latent_image[n_cond:] = condition_samples.float().cpu().mean(dim=0, keepdim=True)
+    if init_latents is not None:  # video2video: start from the video, noised to the first sigma
+        latent_image[n_cond:] = init_latents[:frames].float().cpu()
     mask = torch.ones((total, 1, h, w))
     mask[:n_cond] = 0.0
 

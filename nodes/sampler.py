@@ -68,8 +68,9 @@ class MuseVParallelDenoiseSampler:
                                          "tooltip": "Weight of the condition latent blended into the starting noise "
                                                     "(MuseV 0.001). Ignored without a condition latent."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                      "tooltip": "Below 1 shortens the schedule and starts the generated frames from "
-                                                 "the condition image noised to the first sigma."}),
+                                      "tooltip": "Below 1 shortens the schedule; the generated frames start from the "
+                                                 "'video' input (video2video) or else the condition image, noised to "
+                                                 "the first sigma."}),
             },
             "optional": {
                 "condition": ("LATENT", {"tooltip": "Condition frame(s) from VAE Encode (your image). Every window "
@@ -86,6 +87,10 @@ class MuseVParallelDenoiseSampler:
                 "ip_tokens": ("MUSEV_IP_TOKENS", {"tooltip": "IP-Adapter tokens (MuseV IP-Adapter Embed) for the "
                                                              "spatial cross-attentions; musev_referencenet MODEL "
                                                              "only."}),
+                "video": ("LATENT", {"tooltip": "video2video: VAE-encoded frames of an RGB video (at least "
+                                                "'frames' of them). The generated frames start from them, noised to "
+                                                "the first sigma; denoise below 1 shortens the schedule and keeps "
+                                                "more of the video (MuseV always used the full schedule)."}),
             },
         }
 
@@ -103,13 +108,14 @@ class MuseVParallelDenoiseSampler:
 
     def sample(self, model, positive, negative, frames, seed, steps, cfg, sampler_name, scheduler, context_frames,
                context_overlap, fuse_method, motion_speed, w_ind_noise, img_weight, denoise, condition=None, width=0,
-               height=0, reference=None, ip_tokens=None):
+               height=0, reference=None, ip_tokens=None, video=None):
         if not is_musev_model(model):
             raise ValueError("this MODEL has no MuseV temporal layers: pass it through 'Load MuseV UNet' first")
         condition_samples = None if condition is None else condition["samples"]
         samples = musev_sample(model, positive, negative, condition_samples, frames, width, height, seed, steps, cfg,
                                sampler_name, scheduler, context_frames, context_overlap, fuse_method, motion_speed,
-                               w_ind_noise, img_weight, denoise, reference=reference, ip_tokens=ip_tokens)
+                               w_ind_noise, img_weight, denoise, reference=reference, ip_tokens=ip_tokens,
+                               init_latents=None if video is None else video["samples"])
         return ({"samples": samples},)
 
 

@@ -227,6 +227,41 @@ def test_each_window_gets_the_hints_of_its_frames_condition_hint_first(env):
     assert (with_hints[1:] - plain[1:]).abs().mean() > 1e-4
 
 
+def test_video2video_starts_from_the_video_noised_to_the_first_sigma_of_an_honest_schedule(env):
+    import comfy.samplers
+    noise_module = comfy_env.pack_module("musev_core.noise")
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
+    model = musev(env)
+    video = torch.randn(7, 4, 8, 8, generator=torch.Generator().manual_seed(9))  # VAE latents of 7 frames
+    latent_format = model.get_model_object("latent_format")
+    unit = noise_module.initial_noise((1, 4, 5, 8, 8), torch.Generator().manual_seed(3), "video_fusion", 0.5)
+    unit = unit[0].permute(1, 0, 2, 3)  # no image-based blend when a video is given (MuseV)
+    for denoise in (1.0, 0.4):
+        starts, count = [], []
+
+        def on_step(i, x0, x, total):
+            count.append(i)
+            if i == 0:
+                starts.append(x.clone())
+
+        with torch.inference_mode():
+            out = parallel.musev_sample(model, env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=3,
+                                        steps=4, cfg=3.5, sampler_name="euler", scheduler="normal", context_frames=4,
+                                        context_overlap=1, fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5,
+                                        img_weight=0.001, denoise=denoise, callback=on_step, init_latents=video)
+        sigma = float(comfy.samplers.KSampler(model, steps=4, device="cpu", sampler="euler", scheduler="normal",
+                                              denoise=denoise).sigmas[0])
+        expected = latent_format.process_in(video[:5]) + sigma * unit
+        assert torch.allclose(starts[0][1:], expected, atol=1e-3), denoise
+        assert len(count) == 4 and out.shape == (6, 4, 8, 8)
+    assert sigma < 5.0  # denoise 0.4 really starts lower on the schedule (full: 14.6)
+    with pytest.raises(ValueError, match="the video has 3 frames but 5 are to be generated"):
+        parallel.musev_sample(model, env["positive"], env["negative"], env["condition"], 5, 0, 0, seed=3, steps=1,
+                              cfg=3.5, sampler_name="euler", scheduler="normal", context_frames=4, context_overlap=1,
+                              fuse_method="flat", motion_speed=8.0, w_ind_noise=0.5, img_weight=0.001, denoise=1.0,
+                              init_latents=video[:3])
+
+
 def test_denoise_below_one_starts_from_the_condition_noised_to_the_first_sigma(env):
     import comfy.samplers
     noise_module = comfy_env.pack_module("musev_core.noise")
