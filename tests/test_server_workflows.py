@@ -26,16 +26,62 @@ def nodes_of(prompt, class_type):
     return [node for node in prompt.values() if node["class_type"] == class_type]
 
 
-def for_tiny_models(prompt, server, image_name=None, steps=2):
-    """Point a shipped workflow at the tiny models, the uploaded image, a small size and few steps."""
+def for_tiny_models(prompt, server, uploads=None, steps=2):
+    """Point a shipped workflow at the tiny models, the uploaded media, a small size and few steps.
+
+    `uploads` maps the workflow's image/video names to uploaded names (a plain string: every Load Image uses it).
+    """
     tiny_models.point_at_tiny_models(prompt, server.models)
     for node in nodes_of(prompt, "LoadImage"):
-        node["inputs"]["image"] = image_name
+        image = node["inputs"]["image"]
+        node["inputs"]["image"] = uploads if isinstance(uploads, str) else uploads[image]
+    for node in nodes_of(prompt, "LoadVideo"):
+        node["inputs"]["file"] = uploads[node["inputs"]["file"]]
     for node in nodes_of(prompt, "ImageScale") + nodes_of(prompt, "EmptyLatentImage"):
         node["inputs"]["width"] = node["inputs"]["height"] = SIZE
     for node in nodes_of(prompt, "KSampler") + nodes_of(prompt, "MuseVParallelDenoiseSampler"):
         node["inputs"]["steps"] = steps
+    for node in nodes_of(prompt, "MuseVDWPoseExtract"):
+        node["inputs"]["resolution"] = SIZE
+        node["inputs"]["detect_resolution"] = SIZE
+    for node in nodes_of(prompt, "MuseVPoseAlign"):
+        node["inputs"]["output_height"] = node["inputs"]["width"] = SIZE
     return prompt
+
+
+def video_excerpt(source: str, target: str, frames: int = 16, width: int = 96) -> str:
+    """The first `frames` frames of a real video, scaled to `width` (even height), as an h264 mp4 (keeps CI fast:
+    Load Video decodes whole files into memory)."""
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        height = int(round(stream.codec_context.height * width / stream.codec_context.width / 2)) * 2
+        images = []
+        for frame in container.decode(video=0):
+            images.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
+            if len(images) == frames:
+                break
+    with av.open(target, "w") as out:
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        for image in images:
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="module")
+def uploads(server, shared_dir, tmp_path_factory):
+    """Every image and video the shipped workflows name, uploaded (videos as short excerpts of the real files)."""
+    names = {}
+    for image in ("Mona_Lisa.jpg", "musepose_ref.png", "cyber_girl.png"):
+        names[image] = server.upload_image(os.path.join(shared_dir, "data", "images", image))
+    folder = tmp_path_factory.mktemp("videos")
+    for video in ("video1_girl_poseseq.mp4", "musepose_dance.mp4"):
+        excerpt = video_excerpt(os.path.join(shared_dir, "data", "videos", video), str(folder / video))
+        names[video] = server.upload_image(excerpt)
+    return names
 
 
 def video_frames(data: bytes):
@@ -62,9 +108,11 @@ def test_pack_imports_cleanly_and_registers_its_nodes(server):
 
 
 @pytest.mark.parametrize("name, expected_frames", [("image2video", 13), ("text2image2video", 12),
-                                                     ("long_video", 121), ("image2video_referencenet", 13)])
-def test_workflow_makes_an_mp4(server, uploaded_image, name, expected_frames):
-    prompt = for_tiny_models(load_api(name), server, uploaded_image)
+                                                     ("long_video", 121), ("image2video_referencenet", 13),
+                                                     ("pose2video", 13), ("pose2video_align", 13),
+                                                     ("video2video", 13)])
+def test_workflow_makes_an_mp4(server, uploads, name, expected_frames):
+    prompt = for_tiny_models(load_api(name), server, uploads)
     history = server.run(prompt)
     assert history["status"]["status_str"] == "success", comfy_server.error_message(history)
     videos = [item for item in comfy_server.saved_files(history) if item["filename"].endswith(".mp4")]

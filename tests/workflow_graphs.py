@@ -19,6 +19,15 @@ REFERENCENET_UNET = "musev_referencenet/unet/diffusion_pytorch_model.safetensors
 REFERENCENET = "musev_referencenet/referencenet/diffusion_pytorch_model.safetensors"
 IMAGE_PROJ = "musev_referencenet/ip_adapter_image_proj.bin"
 CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+REFERENCENET_POSE_UNET = "musev_referencenet_pose/unet/diffusion_pytorch_model.safetensors"
+IMAGE_PROJ_POSE = "musev_referencenet_pose/ip_adapter_image_proj.bin"
+CONTROLNET_OPENPOSE = "control_v11p_sd15_openpose.pth"
+DWPOSE_DETECTOR = "yolox_l.onnx"
+DWPOSE_POSE = "dw-ll_ucoco_384.onnx"
+POSE_VIDEO = "video1_girl_poseseq.mp4"
+DANCE_VIDEO = "musepose_dance.mp4"
+CHARACTER_IMAGE = "musepose_ref.png"
+POSE_VIDEO_CHARACTER = "cyber_girl.png"  # MuseV's pose2video example "dance2" pairs it with video1_girl_poseseq
 # MuseV's "1girl" example prompt (configs/tasks/example.yaml); ComfyUI's CLIP Text Encode reads the (text:w) weights.
 PROMPT_PORTRAIT = ("(masterpiece, best quality, highres:1),(1girl, solo:1),(beautiful face, soft skin, costume:1),"
                    "(eye blinks:1.8),(head wave:1.3)")
@@ -56,6 +65,15 @@ WIDGETS = {
     "CLIPVisionLoader": ["clip_name"],
     "MuseVIPAdapterEmbed": ["image_proj_name", "scale", "crop"],
     "MuseVReferenceNetEncode": ["referencenet_name", "width", "height"],
+    "LoadVideo": ["file", None],  # + the page's upload button
+    "GetVideoComponents": [],
+    "ImageFromBatch": ["batch_index", "length"],
+    "ImageBatch": [],
+    "ControlNetLoader": ["control_net_name"],
+    "ControlNetApplyAdvanced": ["strength", "start_percent", "end_percent"],
+    "MuseVDWPoseExtract": ["bbox_detector", "pose_estimator", "detect_body", "detect_hand", "detect_face",
+                           "detect_resolution", "resolution", "provider"],
+    "MuseVPoseAlign": ["align_frame", "max_frame", "mode", "output_height", "draw_hands", "draw_face", "width"],
     "CreateVideo": ["fps"],
     "SaveVideo": ["filename_prefix", "format", "codec"],
     "Note": ["text"],
@@ -74,7 +92,18 @@ SOCKETS = {
                   ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "MuseVParallelDenoiseSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                                      ("condition", "LATENT"), ("reference", "MUSEV_REFERENCE"),
-                                     ("ip_tokens", "MUSEV_IP_TOKENS")], [("latent", "LATENT")]),
+                                     ("ip_tokens", "MUSEV_IP_TOKENS"), ("video", "LATENT")], [("latent", "LATENT")]),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")]),
+    "ControlNetApplyAdvanced": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                 ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
+                                [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "MuseVDWPoseExtract": ([("image", "IMAGE")], [("pose_image", "IMAGE"), ("pose_keypoint", "POSE_KEYPOINT")]),
+    "MuseVPoseAlign": ([("ref_pose", "POSE_KEYPOINT"), ("video_pose", "POSE_KEYPOINT")],
+                       [("pose_image", "IMAGE"), ("pose_keypoint", "POSE_KEYPOINT"), ("report", "STRING")]),
     "CLIPVisionLoader": ([], [("CLIP_VISION", "CLIP_VISION")]),
     "MuseVIPAdapterEmbed": ([("clip_vision", "CLIP_VISION"), ("image", "IMAGE")],
                             [("ip_tokens", "MUSEV_IP_TOKENS")]),
@@ -91,7 +120,11 @@ TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load Mu
           "KSampler": "KSampler", "MuseVParallelDenoiseSampler": "MuseV Parallel Denoise Sampler",
           "CreateVideo": "Create Video", "SaveVideo": "Save Video", "Note": "Note",
           "CLIPVisionLoader": "Load CLIP Vision", "MuseVIPAdapterEmbed": "MuseV IP-Adapter Embed",
-          "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode"}
+          "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode", "LoadVideo": "Load Video",
+          "GetVideoComponents": "Get Video Components", "ImageFromBatch": "ImageFromBatch",
+          "ImageBatch": "Batch Images", "ControlNetLoader": "Load ControlNet Model",
+          "ControlNetApplyAdvanced": "Apply ControlNet", "MuseVDWPoseExtract": "MuseV DWPose Extract",
+          "MuseVPoseAlign": "MuseV Pose Align"}
 VIRTUAL = {"Note"}
 
 
@@ -165,14 +198,14 @@ class Graph:
 
 
 def _video_tail(g: Graph, model: int, positive: int, negative: int, ckpt: int, condition: int | None, frames: int,
-                prefix: str, x: int) -> int:
+                prefix: str, x: int, positive_slot: int = 0, negative_slot: int = 0) -> int:
     sampler = g.add("MuseVParallelDenoiseSampler", {
         "frames": frames, "seed": 1234, "steps": 10, "cfg": 3.5, "sampler_name": "euler", "scheduler": "normal",
         "context_frames": 12, "context_overlap": 4, "fuse_method": "flat", "motion_speed": 8.0, "w_ind_noise": 0.5,
         "img_weight": 0.001, "denoise": 1.0, "width": 0, "height": 0}, pos=(x, 80), size=(340, 470))
     g.connect(model, 0, sampler, "model")
-    g.connect(positive, 0, sampler, "positive")
-    g.connect(negative, 0, sampler, "negative")
+    g.connect(positive, positive_slot, sampler, "positive")
+    g.connect(negative, negative_slot, sampler, "negative")
     if condition is not None:
         g.connect(condition, 0, sampler, "condition")
     decode = g.add("VAEDecode", pos=(x + 380, 80), size=(210, 50))
@@ -198,8 +231,9 @@ def _loaders(g: Graph, positive_text: str, unet_name: str = MUSEV_UNET):
     return ckpt, musev, positive, negative
 
 
-def _image_condition(g: Graph, ckpt: int, width: int, height: int, with_image: bool = False):
-    image = g.add("LoadImage", {"image": "Mona_Lisa.jpg"}, pos=(20, 520), size=(320, 320))
+def _image_condition(g: Graph, ckpt: int, width: int, height: int, with_image: bool = False,
+                     image_name: str = "Mona_Lisa.jpg"):
+    image = g.add("LoadImage", {"image": image_name}, pos=(20, 520), size=(320, 320))
     scale = g.add("ImageScale", {"upscale_method": "lanczos", "width": width, "height": height, "crop": "center"},
                   pos=(380, 520), size=(320, 130), title="Video size (center crop)")
     g.connect(image, 0, scale, "image")
@@ -287,8 +321,143 @@ def image2video_referencenet() -> Graph:
     return g
 
 
+def _video_frames(g: Graph, file: str, first: int, count: int, width: int, height: int, pos, title: str):
+    """Load Video -> frames [first, first + count) -> centre-crop resize; returns the ImageScale node."""
+    video = g.add("LoadVideo", {"file": file}, pos=pos, size=(320, 300))
+    parts = g.add("GetVideoComponents", pos=(pos[0], pos[1] + 330), size=(250, 70))
+    g.connect(video, 0, parts, "video")
+    pick = g.add("ImageFromBatch", {"batch_index": first, "length": count}, pos=(pos[0] + 360, pos[1]),
+                 size=(270, 90), title=title)
+    g.connect(parts, 0, pick, "image")
+    scale = g.add("ImageScale", {"upscale_method": "lanczos", "width": width, "height": height, "crop": "center"},
+                  pos=(pos[0] + 360, pos[1] + 130), size=(270, 130), title="Video size (center crop)")
+    g.connect(pick, 0, scale, "image")
+    return scale
+
+
+def _controlnet(g: Graph, positive: int, negative: int, hints: int, pos) -> int:
+    loader = g.add("ControlNetLoader", {"control_net_name": CONTROLNET_OPENPOSE}, pos=pos, size=(330, 60))
+    apply = g.add("ControlNetApplyAdvanced", {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+                  pos=(pos[0] + 360, pos[1]), size=(300, 170))
+    g.connect(positive, 0, apply, "positive")
+    g.connect(negative, 0, apply, "negative")
+    g.connect(loader, 0, apply, "control_net")
+    g.connect(hints, 0, apply, "image")
+    return apply
+
+
+POSE_NOTE = (
+    f"- models/controlnet/{CONTROLNET_OPENPOSE}: the SD1.5 OpenPose ControlNet (lllyasviel/ControlNet-v1-1), as "
+    "MuseV's dwpose_body_hand.\n"
+    "ControlNet hints: one per video frame, the condition frame's pose first. The MuseV sampler gives every context "
+    "window the hints of its own frames (condition hint in front), not the first hints of the video.")
+
+
+def pose2video() -> Graph:
+    frames = 12
+    g = Graph("pose2video",
+              "MuseV pose2video: a character image moves like a pose video (OpenPose renders as ControlNet hints, "
+              "sliced per window), with MuseV's musev_referencenet_pose UNet, ReferenceNet and IP-Adapter.",
+              models=[("checkpoints", SD15_CHECKPOINT), ("musev", REFERENCENET_POSE_UNET), ("musev", REFERENCENET),
+                      ("musev", IMAGE_PROJ_POSE), ("clip_vision", CLIP_VISION), ("controlnet", CONTROLNET_OPENPOSE)])
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_POSE_UNET)
+    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True, image_name=POSE_VIDEO_CHARACTER)
+    clip_vision = g.add("CLIPVisionLoader", {"clip_name": CLIP_VISION}, pos=(20, 900), size=(330, 60))
+    ip = g.add("MuseVIPAdapterEmbed", {"image_proj_name": IMAGE_PROJ_POSE, "scale": 1.0, "crop": "center"},
+               pos=(380, 800), size=(380, 130))
+    g.connect(clip_vision, 0, ip, "clip_vision")
+    g.connect(image, 0, ip, "image")
+    reference = g.add("MuseVReferenceNetEncode", {"referencenet_name": REFERENCENET, "width": 0, "height": 0},
+                      pos=(380, 980), size=(380, 170))
+    g.connect(ckpt, 2, reference, "vae")
+    g.connect(image, 0, reference, "image")
+    g.connect(ip, 0, reference, "ip_tokens")
+    # pose video frame 0 pairs with the condition frame, frames 1..12 with the generated ones (MuseV §5)
+    hints = _video_frames(g, POSE_VIDEO, 0, frames + 1, 512, 768, (20, 1200), "Pose frames 0-12")
+    control = _controlnet(g, positive, negative, hints, (800, 700))
+    sampler = _video_tail(g, musev, control, control, ckpt, condition, frames, "musev/pose2video", 1200,
+                          positive_slot=0, negative_slot=1)
+    g.connect(reference, 0, sampler, "reference")
+    g.connect(ip, 0, sampler, "ip_tokens")
+    note = ("Models this workflow needs (MuseV's pose model):\n"
+            f"- models/checkpoints/{SD15_CHECKPOINT}: any SD1.5 checkpoint (MuseV recommends fantasticmix_v10).\n"
+            f"- models/musev/{REFERENCENET_POSE_UNET} and models/musev/{IMAGE_PROJ_POSE}, with the ReferenceNet "
+            f"models/musev/{REFERENCENET}: huggingface.co/TMElyralab/MuseV, motion/.\n"
+            f"- models/clip_vision/{CLIP_VISION}: the IP-Adapter image encoder (ViT-H/14).\n" + POSE_NOTE +
+            f"\nThe pose video {POSE_VIDEO} (already OpenPose renders) is used as hints directly. With the plain "
+            "musev UNet, delete the IP-Adapter and ReferenceNet nodes.")
+    g.add("Note", {"text": note}, pos=(20, 1700), size=(740, 300))
+    return g
+
+
+def pose2video_align() -> Graph:
+    frames = 12
+    g = Graph("pose2video_align",
+              "RGB dance video -> DWPose -> MusePose pose alignment to the character -> ControlNet hints per window "
+              "-> MuseV (plain musev UNet).",
+              models=[("checkpoints", SD15_CHECKPOINT), ("musev", MUSEV_UNET), ("controlnet", CONTROLNET_OPENPOSE),
+                      ("dwpose", DWPOSE_DETECTOR), ("dwpose", DWPOSE_POSE)])
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT)
+    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True, image_name=CHARACTER_IMAGE)
+    dwpose = {"bbox_detector": DWPOSE_DETECTOR, "pose_estimator": DWPOSE_POSE, "detect_body": True,
+              "detect_hand": True, "detect_face": False, "detect_resolution": 512, "resolution": 512,
+              "provider": "auto"}
+    character_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(20, 900), size=(330, 290), title="Character pose")
+    g.connect(image, 0, character_pose, "image")
+    dance = _video_frames(g, DANCE_VIDEO, 0, frames, 512, 768, (20, 1250), "Dance frames 0-11")
+    video_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(720, 1250), size=(330, 290), title="Dance poses")
+    g.connect(dance, 0, video_pose, "image")
+    align = g.add("MuseVPoseAlign", {"align_frame": 0, "max_frame": 0, "mode": "robust", "output_height": 768,
+                                     "draw_hands": True, "draw_face": False, "width": 512},
+                  pos=(1080, 1250), size=(330, 250))
+    g.connect(character_pose, 1, align, "ref_pose")
+    g.connect(video_pose, 1, align, "video_pose")
+    # the condition frame's hint is the character's own pose, then the aligned dance poses
+    hints = g.add("ImageBatch", pos=(1440, 1250), size=(210, 50), title="Hints: character pose + aligned poses")
+    g.connect(character_pose, 0, hints, "image1")
+    g.connect(align, 0, hints, "image2")
+    control = _controlnet(g, positive, negative, hints, (800, 700))
+    _video_tail(g, musev, control, control, ckpt, condition, frames, "musev/pose2video_align", 1200,
+                positive_slot=0, negative_slot=1)
+    g.add("Note", {"text": MODELS_NOTE + "\n" + POSE_NOTE + "\nLoad Video decodes the whole file (a 12 s 1080p "
+                   "clip is several GB as IMAGE): trim long videos first." + f"\n- models/dwpose/{DWPOSE_DETECTOR} and "
+                   f"models/dwpose/{DWPOSE_POSE}: DWPose's ONNX files (yzd-v/DWPose, as comfyui_controlnet_aux "
+                   "uses). Any POSE_KEYPOINT source works for Pose Align (e.g. comfyui_controlnet_aux's DWPose)."},
+          pos=(20, 1700), size=(740, 260))
+    return g
+
+
+def video2video() -> Graph:
+    frames = 12
+    g = Graph("video2video", "MuseV video2video: an RGB video's frames, noised, are the start; the first frame is "
+                             "the condition. Lower denoise keeps more of the video.")
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT)
+    clip = _video_frames(g, DANCE_VIDEO, 0, frames + 1, 512, 768, (20, 520), "Video frames 0-12")
+    first = g.add("ImageFromBatch", {"batch_index": 0, "length": 1}, pos=(380, 900), size=(270, 90),
+                  title="Condition: frame 0")
+    g.connect(clip, 0, first, "image")
+    condition = g.add("VAEEncode", pos=(380, 1030), size=(210, 50), title="Condition frame")
+    g.connect(first, 0, condition, "pixels")
+    g.connect(ckpt, 2, condition, "vae")
+    rest = g.add("ImageFromBatch", {"batch_index": 1, "length": frames}, pos=(680, 900), size=(270, 90),
+                 title="Frames 1-12")
+    g.connect(clip, 0, rest, "image")
+    start = g.add("VAEEncode", pos=(680, 1030), size=(210, 50), title="Video latents (start)")
+    g.connect(rest, 0, start, "pixels")
+    g.connect(ckpt, 2, start, "vae")
+    sampler = _video_tail(g, musev, positive, negative, ckpt, condition, frames, "musev/video2video", 1000)
+    g.connect(start, 0, sampler, "video")
+    sampler_node = g.nodes[sampler - 1]
+    sampler_node["widgets_values"][WIDGETS["MuseVParallelDenoiseSampler"].index("denoise")] = 0.7
+    g.add("Note", {"text": MODELS_NOTE + "\nOutput: frame 0 + 12 frames redrawn from the video (denoise 0.7; 1.0 "
+                                         "is MuseV's own behaviour, which ignores its strength setting)."},
+          pos=(20, 1200), size=(700, 190))
+    return g
+
+
 GRAPHS = {"image2video": image2video, "text2image2video": text2image2video, "long_video": long_video,
-          "image2video_referencenet": image2video_referencenet}
+          "image2video_referencenet": image2video_referencenet, "pose2video": pose2video,
+          "pose2video_align": pose2video_align, "video2video": video2video}
 
 
 def rendered() -> dict[str, str]:
