@@ -80,3 +80,37 @@ def test_a_video_without_a_person_gives_a_clear_message(pose_env):
     with pytest.raises(align.NoPersonError) as err:
         node.align(reference, video, 0, 0, "robust", 128, True, False)
     assert "no person" in str(err.value).lower()
+
+
+def _figure(cx: float, top: float, s: float, width: int, height: int) -> dict:
+    """A hand-written standing person in comfyui_controlnet_aux's POSE_KEYPOINT format (pixels, [x, y, 1])."""
+    body = {0: (0, 0), 1: (0, 40), 2: (-30, 40), 3: (-40, 90), 4: (-45, 135), 5: (30, 40), 6: (40, 90),
+            7: (45, 135), 8: (-18, 150), 9: (-20, 230), 10: (-22, 300), 11: (18, 150), 12: (20, 230),
+            13: (22, 300), 14: (-8, -8), 15: (8, -8), 16: (-16, -4), 17: (16, -4)}
+    flat = []
+    for index in range(18):
+        dx, dy = body[index]
+        flat += [cx + s * dx, top + s * dy, 1.0]
+    return {"people": [{"pose_keypoints_2d": flat, "face_keypoints_2d": None, "hand_left_keypoints_2d": None,
+                        "hand_right_keypoints_2d": None}], "canvas_width": width, "canvas_height": height}
+
+
+@pytest.mark.parametrize("mode", ["robust", "compat"])
+def test_controlnet_aux_pose_keypoint_drives_the_alignment(pose_env, mode):
+    reference = [_figure(256, 150, 1.5, 512, 768)]
+    video = [_figure(200 + 10 * i, 300, 0.8, 512, 768) for i in range(4)]
+    node = pose_env["nodes"].MuseVPoseAlign()
+    images, aligned, report = node.align(reference, video, 0, 0, mode, 768, True, False, width=512)
+    assert images.shape == (4, 768, 512, 3) and len(aligned) == 4
+
+    def length(frame, a, b):
+        points = frame["people"][0]["pose_keypoints_2d"]
+        ax, ay, bx, by = points[3 * a], points[3 * a + 1], points[3 * b], points[3 * b + 1]
+        return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / frame["canvas_height"]
+
+    # at the align frame every limb takes the character's length (MusePose's per-limb scales)
+    for a, b in ((1, 2), (2, 3), (3, 4), (1, 8), (8, 9), (9, 10)):
+        assert abs(length(aligned[0], a, b) - length(reference[0], a, b)) < 1e-3, (mode, a, b)
+    # later frames move like the video: the horizontal drift of the neck is kept (scaled)
+    neck_x = [frame["people"][0]["pose_keypoints_2d"][3] for frame in aligned]
+    assert neck_x[0] < neck_x[1] < neck_x[2] < neck_x[3]

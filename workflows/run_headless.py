@@ -1,6 +1,7 @@
 """Run a shipped workflow headless: start ComfyUI on 127.0.0.1, queue the workflow's API twin, save the mp4.
 
     python workflows/run_headless.py image2video --image photo.jpg [--models-dir /path/to/ComfyUI/models]
+    python workflows/run_headless.py pose2video --image character.png --video poses.mp4
 
 With the real models in `--models-dir` (models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors or --checkpoint,
 models/musev/musev/unet/diffusion_pytorch_model.safetensors) it runs the workflow as shipped. Without them it
@@ -35,7 +36,8 @@ def real_models_present(models_dir: str | None, checkpoint: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", nargs="?", default="image2video", choices=sorted(workflow_graphs.GRAPHS))
-    parser.add_argument("--image", help="condition image (image2video, long_video)")
+    parser.add_argument("--image", help="condition / character image (every Load Image of the workflow)")
+    parser.add_argument("--video", help="video for every Load Video of the workflow (pose and video2video workflows)")
     parser.add_argument("--models-dir", default=os.environ.get("MUSEV_MODELS_DIR"),
                         help="a ComfyUI models folder holding the real models")
     parser.add_argument("--checkpoint", default=workflow_graphs.SD15_CHECKPOINT, help="SD1.5 file in checkpoints/")
@@ -72,6 +74,10 @@ def main() -> int:
                 node["inputs"]["width"] = node["inputs"]["height"] = 128
             if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler"):
                 node["inputs"]["steps"] = 4
+            if node["class_type"] == "MuseVDWPoseExtract":
+                node["inputs"]["resolution"] = node["inputs"]["detect_resolution"] = 128
+            if node["class_type"] == "MuseVPoseAlign":
+                node["inputs"]["output_height"] = node["inputs"]["width"] = 128
     for node in prompt.values():
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = args.checkpoint
@@ -84,6 +90,10 @@ def main() -> int:
                 if not args.image:
                     parser.error(f"{args.workflow} needs --image")
                 node["inputs"]["image"] = server.upload_image(args.image)
+            if node["class_type"] == "LoadVideo":
+                if not args.video:
+                    parser.error(f"{args.workflow} needs --video")
+                node["inputs"]["file"] = server.upload_image(args.video)
         started = time.time()
         history = server.run(prompt, timeout=24 * 3600)
         if history["status"]["status_str"] != "success":
