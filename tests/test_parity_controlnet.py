@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 
 import comfy_env
-from test_parity_musev import _CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, rel_err
+from test_parity_musev import _CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, rel_err, run_fixture_pipeline
 from test_parity_referencenet import load, refparity  # noqa: F401  (module fixture)
 
 TOLERANCE = 1e-4
@@ -66,7 +66,6 @@ def build_fixture_controlnet(root: str):
 def cnpipeline(refparity):  # noqa: F811
     import comfy.patcher_extension
     musev_model = comfy_env.pack_module("nodes.musev_model")
-    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     reference = comfy_env.pack_module("musev_core.reference")
     referencenet = comfy_env.pack_module("nodes.referencenet")
     data = load(refparity, "pipeline_musev_referencenet_controlnet")
@@ -94,28 +93,14 @@ def cnpipeline(refparity):  # noqa: F811
 
     control.get_control = recording  # this test's own ControlNet object only
 
-    latent_format = model.get_model_object("latent_format")
-    n_vis = settings["n_vision_condition"]
-    condition = data["call0.sample"][0, :, :n_vis].permute(1, 0, 2, 3) / latent_format.scale_factor
-    embeddings = data["call0.encoder_hidden_states"]
-    positive = [[embeddings[1:2], {"control": control}]]
-    negative = [[embeddings[0:1], {"control": control}]]
     cond_tokens, uncond_tokens = reference.ip_tokens(refparity["projection"], data["ip.image_embeds"])
     tokens = reference.IPTokens(cond=cond_tokens, uncond=uncond_tokens, scale=settings["ip_adapter_scale"])
     features = referencenet.encode_reference(refparity["ref_patcher"], data["refer.vae_latents"][1:2], tokens.cond,
                                              tokens.uncond)
-    steps = []
-    samples = parallel.musev_sample(
-        model, positive, negative, condition, frames=settings["video_length"], width=0, height=0,
-        seed=settings["generator_seed"], steps=settings["num_inference_steps"], cfg=settings["guidance_scale"],
-        sampler_name="euler", scheduler="normal", context_frames=settings["context_frames"],
-        context_overlap=settings["context_overlap"], fuse_method="flat", motion_speed=settings["motion_speed"],
-        w_ind_noise=settings["w_ind_noise"], img_weight=settings["img_weight"], denoise=1.0,
-        noise_type=settings["noise_type"], callback=lambda i, x0, x, n: steps.append({"x": x.clone()}),
-        reference=features, ip_tokens=tokens)
-    return {"data": data, "settings": settings, "calls": recorder.calls, "residuals": residuals, "steps": steps,
-            "samples": samples, "n_vis": n_vis, "latent_format": latent_format, "hints": hints,
-            "report": refparity["report"]["pipeline_musev_referencenet_controlnet"]}
+    run = run_fixture_pipeline(model, data, settings, {"control": control}, {"control": control},
+                               reference=features, ip_tokens=tokens)
+    return dict(run, calls=recorder.calls, residuals=residuals, hints=hints,
+                report=refparity["report"]["pipeline_musev_referencenet_controlnet"])
 
 
 def test_each_window_gets_its_own_hints_condition_hint_first(cnpipeline):

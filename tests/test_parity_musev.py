@@ -115,18 +115,32 @@ class _CallRecorder:
 def pipeline_run(parity):
     import comfy.patcher_extension
     musev_model = comfy_env.pack_module("nodes.musev_model")
-    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     data = load(parity, "pipeline_musev")
     settings = parity["report"]["pipeline_settings"]
     model = parity["model"].clone()
     recorder = _CallRecorder(musev_model.WINDOW_KEY)
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_recorder", recorder)
 
+    return dict(run_fixture_pipeline(model, data, settings), calls=recorder.calls,
+                sigmas=parity["report"]["scheduler"]["sigmas"])
+
+
+def run_fixture_pipeline(model, data, settings, positive_extra=None, negative_extra=None, **kwargs) -> dict:
+    """Run `musev_sample` (what the sampler node runs) with a fixture's condition, prompts and settings.
+
+    The condition is the clean latent of `call0.sample` (unscaled, as a LATENT holds it), the prompts are
+    `call0.encoder_hidden_states` ([negative; positive]); `*_extra` are merged into the cond dicts (e.g. a
+    ControlNet), `kwargs` go to `musev_sample` (reference, ip_tokens). Returns data, settings, samples, per-step
+    `x`/`denoised`, n_vis and the latent format.
+    """
+    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     latent_format = model.get_model_object("latent_format")
-    clean = data["call0.sample"][0, :, :settings["n_vision_condition"]].permute(1, 0, 2, 3)  # (n_vis, c, h, w)
+    n_vis = settings["n_vision_condition"]
+    clean = data["call0.sample"][0, :, :n_vis].permute(1, 0, 2, 3)  # (n_vis, c, h, w)
     condition = clean / latent_format.scale_factor  # LATENT holds unscaled VAE latents
     embeddings = data["call0.encoder_hidden_states"]  # [negative; positive]
-    positive, negative = [[embeddings[1:2], {}]], [[embeddings[0:1], {}]]
+    positive = [[embeddings[1:2], dict(positive_extra or {})]]
+    negative = [[embeddings[0:1], dict(negative_extra or {})]]
     steps = []
 
     def on_step(step, x0, x, total):
@@ -138,10 +152,9 @@ def pipeline_run(parity):
         sampler_name="euler", scheduler="normal", context_frames=settings["context_frames"],
         context_overlap=settings["context_overlap"], fuse_method="flat", motion_speed=settings["motion_speed"],
         w_ind_noise=settings["w_ind_noise"], img_weight=settings["img_weight"], denoise=1.0,
-        noise_type=settings["noise_type"], callback=on_step)
-    return {"data": data, "settings": settings, "calls": recorder.calls, "steps": steps, "samples": samples,
-            "sigmas": parity["report"]["scheduler"]["sigmas"],
-            "n_vis": settings["n_vision_condition"], "latent_format": latent_format}
+        noise_type=settings["noise_type"], callback=on_step, **kwargs)
+    return {"data": data, "settings": settings, "steps": steps, "samples": samples, "n_vis": n_vis,
+            "latent_format": latent_format}
 
 
 def test_pipeline_windows_match_reference(parity, pipeline_run):

@@ -14,7 +14,8 @@ import torch
 
 import comfy_env
 import tiny_models
-from test_parity_musev import _CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, parity_dir, rel_err
+from test_parity_musev import (_CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, parity_dir, rel_err,
+                               run_fixture_pipeline)
 
 TOLERANCE = 1e-4
 FLAVOUR = "musev_referencenet"
@@ -151,7 +152,6 @@ def test_reference_paths_change_the_output(refparity):
 def refpipeline(refparity):
     import comfy.patcher_extension
     musev_model = comfy_env.pack_module("nodes.musev_model")
-    parallel = comfy_env.pack_module("nodes.parallel_denoise")
     reference = comfy_env.pack_module("musev_core.reference")
     data = load(refparity, "pipeline_musev_referencenet")
     extra = load(refparity, "pipeline_musev_referencenet_controlnet")  # ip.* and refer.* live there
@@ -160,30 +160,12 @@ def refpipeline(refparity):
     recorder = _CallRecorder(musev_model.WINDOW_KEY)
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_recorder", recorder)
 
-    latent_format = model.get_model_object("latent_format")
-    n_vis = settings["n_vision_condition"]
-    clean = data["call0.sample"][0, :, :n_vis].permute(1, 0, 2, 3)
-    condition = clean / latent_format.scale_factor
-    embeddings = data["call0.encoder_hidden_states"]
-    positive, negative = [[embeddings[1:2], {}]], [[embeddings[0:1], {}]]
     cond_tokens, uncond_tokens = reference.ip_tokens(refparity["projection"], extra["ip.image_embeds"])
     tokens = reference.IPTokens(cond=cond_tokens, uncond=uncond_tokens, scale=settings["ip_adapter_scale"])
     features = _features(refparity, extra["refer.vae_latents"][1:2], tokens.cond, tokens.uncond)
-    steps = []
-
-    def on_step(step, x0, x, total):
-        steps.append({"x": x.detach().clone(), "denoised": x0.detach().clone()})
-
-    samples = parallel.musev_sample(
-        model, positive, negative, condition, frames=settings["video_length"], width=0, height=0,
-        seed=settings["generator_seed"], steps=settings["num_inference_steps"], cfg=settings["guidance_scale"],
-        sampler_name="euler", scheduler="normal", context_frames=settings["context_frames"],
-        context_overlap=settings["context_overlap"], fuse_method="flat", motion_speed=settings["motion_speed"],
-        w_ind_noise=settings["w_ind_noise"], img_weight=settings["img_weight"], denoise=1.0,
-        noise_type=settings["noise_type"], callback=on_step, reference=features, ip_tokens=tokens)
-    return {"data": data, "extra": extra, "settings": settings, "calls": recorder.calls, "steps": steps,
-            "samples": samples, "features": features, "sigmas": refparity["report"]["scheduler"]["sigmas"],
-            "n_vis": n_vis, "latent_format": latent_format}
+    run = run_fixture_pipeline(model, data, settings, reference=features, ip_tokens=tokens)
+    return dict(run, extra=extra, calls=recorder.calls, features=features,
+                sigmas=refparity["report"]["scheduler"]["sigmas"])
 
 
 def test_pipeline_reference_features_match(refpipeline):

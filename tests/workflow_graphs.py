@@ -295,16 +295,10 @@ REFERENCENET_NOTE = (
     "As in MuseV's example tasks, the condition image is also the reference image and the IP-Adapter image.")
 
 
-def image2video_referencenet() -> Graph:
-    g = Graph("image2video_referencenet",
-              "MuseV image-to-video with the musev_referencenet UNet: ReferenceNet features and IP-Adapter tokens of "
-              "the image keep the identity in every window.",
-              models=[("checkpoints", SD15_CHECKPOINT), ("musev", REFERENCENET_UNET), ("musev", REFERENCENET),
-                      ("musev", IMAGE_PROJ), ("clip_vision", CLIP_VISION)])
-    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_UNET)
-    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True)
+def _reference_nodes(g: Graph, ckpt: int, image: int, image_proj: str) -> tuple[int, int]:
+    """Load CLIP Vision -> MuseV IP-Adapter Embed and MuseV ReferenceNet Encode of `image` (IP tokens as context)."""
     clip_vision = g.add("CLIPVisionLoader", {"clip_name": CLIP_VISION}, pos=(20, 900), size=(330, 60))
-    ip = g.add("MuseVIPAdapterEmbed", {"image_proj_name": IMAGE_PROJ, "scale": 1.0, "crop": "center"},
+    ip = g.add("MuseVIPAdapterEmbed", {"image_proj_name": image_proj, "scale": 1.0, "crop": "center"},
                pos=(380, 800), size=(380, 130))
     g.connect(clip_vision, 0, ip, "clip_vision")
     g.connect(image, 0, ip, "image")
@@ -313,6 +307,18 @@ def image2video_referencenet() -> Graph:
     g.connect(ckpt, 2, reference, "vae")
     g.connect(image, 0, reference, "image")
     g.connect(ip, 0, reference, "ip_tokens")
+    return ip, reference
+
+
+def image2video_referencenet() -> Graph:
+    g = Graph("image2video_referencenet",
+              "MuseV image-to-video with the musev_referencenet UNet: ReferenceNet features and IP-Adapter tokens of "
+              "the image keep the identity in every window.",
+              models=[("checkpoints", SD15_CHECKPOINT), ("musev", REFERENCENET_UNET), ("musev", REFERENCENET),
+                      ("musev", IMAGE_PROJ), ("clip_vision", CLIP_VISION)])
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_UNET)
+    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True)
+    ip, reference = _reference_nodes(g, ckpt, image, IMAGE_PROJ)
     sampler = _video_tail(g, musev, positive, negative, ckpt, condition, 12, "musev/image2video_referencenet", 800)
     g.connect(reference, 0, sampler, "reference")
     g.connect(ip, 0, sampler, "ip_tokens")
@@ -362,16 +368,7 @@ def pose2video() -> Graph:
                       ("musev", IMAGE_PROJ_POSE), ("clip_vision", CLIP_VISION), ("controlnet", CONTROLNET_OPENPOSE)])
     ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_POSE_UNET)
     condition, image = _image_condition(g, ckpt, 512, 768, with_image=True, image_name=POSE_VIDEO_CHARACTER)
-    clip_vision = g.add("CLIPVisionLoader", {"clip_name": CLIP_VISION}, pos=(20, 900), size=(330, 60))
-    ip = g.add("MuseVIPAdapterEmbed", {"image_proj_name": IMAGE_PROJ_POSE, "scale": 1.0, "crop": "center"},
-               pos=(380, 800), size=(380, 130))
-    g.connect(clip_vision, 0, ip, "clip_vision")
-    g.connect(image, 0, ip, "image")
-    reference = g.add("MuseVReferenceNetEncode", {"referencenet_name": REFERENCENET, "width": 0, "height": 0},
-                      pos=(380, 980), size=(380, 170))
-    g.connect(ckpt, 2, reference, "vae")
-    g.connect(image, 0, reference, "image")
-    g.connect(ip, 0, reference, "ip_tokens")
+    ip, reference = _reference_nodes(g, ckpt, image, IMAGE_PROJ_POSE)
     # pose video frame 0 pairs with the condition frame, frames 1..12 with the generated ones (MuseV §5)
     hints = _video_frames(g, POSE_VIDEO, 0, frames + 1, 512, 768, (20, 1200), "Pose frames 0-12")
     control = _controlnet(g, positive, negative, hints, (800, 700))
