@@ -152,7 +152,6 @@ def test_validate_inputs_messages():
 
 
 def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
-    import comfy.model_patcher
     musev_model = comfy_env.pack_module("nodes.musev_model")
     checkpoint = comfy_env.pack_module("musev_core.checkpoint")
     released = json.load(open(os.path.join(shared_dir, "fixtures", "checkpoint_keys", "keys.json")))

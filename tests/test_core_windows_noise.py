@@ -1,6 +1,4 @@
 """musev_core windows, fusion weights and noise (no ComfyUI)."""
-import json
-import os
 
 import pytest
 import torch
