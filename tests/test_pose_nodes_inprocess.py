@@ -114,3 +114,14 @@ def test_controlnet_aux_pose_keypoint_drives_the_alignment(pose_env, mode):
     # later frames move like the video: the horizontal drift of the neck is kept (scaled)
     neck_x = [frame["people"][0]["pose_keypoints_2d"][3] for frame in aligned]
     assert neck_x[0] < neck_x[1] < neck_x[2] < neck_x[3]
+
+
+def test_cancel_stops_extraction_between_frames(pose_env):
+    import comfy.model_management
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            extract(pose_env, detector="detector_d1")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert len(extract(pose_env, detector="detector_d1")[1]) == 3
