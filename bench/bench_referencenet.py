@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -25,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_windows import PeakRss, rss_bytes  # noqa: E402
+from bench_windows import PeakRss, result_of, rss_bytes  # noqa: E402
 
 
 def run_one(variant: str, frames: int, size: int, steps: int, device: str, models_dir: str) -> dict:
@@ -114,12 +113,9 @@ def main() -> int:
     for variant in ("musev", "referencenet"):
         command = [sys.executable, __file__, "--one", variant, "--frames", str(args.frames), "--size", str(args.size),
                    "--steps", str(args.steps), "--device", args.device, "--models-dir", args.models_dir]
-        out = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode or not lines:
-            print(out.stdout[-3000:], out.stderr[-3000:])
+        r = results[variant] = result_of(command)
+        if r is None:
             return 1
-        r = results[variant] = json.loads(lines[-1][len("RESULT "):])
         print(f"{variant:13s} {r['seconds_per_step']:7.2f} s/step  sampling peak +{r['sampling_peak_rss_mb']:7.1f} MB "
               f"RSS  pipeline peak +{r['pipeline_peak_rss_mb']:7.1f} MB RSS"
               + (f"  CUDA sampling +{r['sampling_peak_cuda_mb']:.1f} MB pipeline +{r['pipeline_peak_cuda_mb']:.1f} MB"

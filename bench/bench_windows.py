@@ -48,6 +48,16 @@ class PeakRss:
         self.peak = max(self.peak, rss_bytes())
 
 
+def result_of(command: list[str]) -> dict | None:
+    """Run one measurement in a fresh process; its `RESULT {json}` line, or None (output printed) if it failed."""
+    out = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        print(out.stdout[-3000:], out.stderr[-3000:])
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def run_one(frames: int, size: int, steps: int, device: str, models_dir: str) -> dict:
     import torch
     import comfy_env
@@ -113,13 +123,10 @@ def main() -> int:
     for frames in args.frames:
         command = [sys.executable, __file__, "--one", str(frames), "--size", str(args.size), "--steps",
                    str(args.steps), "--device", args.device, "--models-dir", args.models_dir]
-        out = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode or not lines:
-            print(out.stdout[-3000:], out.stderr[-3000:])
+        r = result_of(command)
+        if r is None:
             return 1
-        results.append(json.loads(lines[-1][len("RESULT "):]))
-        r = results[-1]
+        results.append(r)
         print(f"{r['frames']:4d} frames  {r['windows_per_step']:3d} windows/step  {r['seconds_per_step']:8.2f} s/step  "
               f"peak +{r['peak_rss_above_start_mb']:8.1f} MB RSS"
               + (f"  peak +{r['peak_cuda_above_start_mb']:.1f} MB CUDA" if "peak_cuda_above_start_mb" in r else ""))

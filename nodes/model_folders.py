@@ -43,3 +43,24 @@ def resolve(name: str, filename: str) -> str:
         searched = folder_paths.get_folder_paths(name)
         raise FileNotFoundError(f"'{filename}' is not in the '{name}' model folder (searched: {', '.join(searched)})")
     return path
+
+
+class LastModelCache:
+    """Keeps the last model a node built, reused while its files (and options) are unchanged.
+
+    Opening a ReferenceNet or ONNX sessions is slow, so a node keeps one; building a different one frees the
+    previous first. ComfyUI's model management still offloads managed models from VRAM.
+    """
+
+    def __init__(self):
+        self.key = None
+        self.value = None
+
+    def get(self, paths: tuple[str, ...], build, options: tuple = ()):
+        """The cached model for these files and options, or `build()` (called with no arguments) when they changed."""
+        key = tuple((path, os.path.getmtime(path)) for path in paths) + tuple(options)
+        if self.key != key:
+            self.key, self.value = None, None
+            self.value = build()
+            self.key = key
+        return self.value

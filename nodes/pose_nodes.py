@@ -23,11 +23,7 @@ def _files(keyword: str) -> list[str]:
     return preferred + [f for f in files if f not in preferred]
 
 
-class _DetectorCache:
-    """The last DWPose sessions, reused while the files and provider are unchanged (ONNX sessions are slow to open)."""
-
-    key = None
-    detector = None
+_DETECTOR_CACHE = model_folders.LastModelCache()
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -81,12 +77,9 @@ class MuseVDWPoseExtract:
                 detect_resolution, resolution, provider):
         det_path = model_folders.resolve("dwpose", bbox_detector)
         pose_path = model_folders.resolve("dwpose", pose_estimator)
-        key = (det_path, pose_path, provider)
-        if _DetectorCache.key != key:
-            _DetectorCache.key, _DetectorCache.detector = None, None
-            _DetectorCache.detector = DWPoseDetector(det_path, pose_path, providers=provider.lower())
-            _DetectorCache.key = key
-        detector = _DetectorCache.detector
+        detector = _DETECTOR_CACHE.get((det_path, pose_path),
+                                       lambda: DWPoseDetector(det_path, pose_path, providers=provider.lower()),
+                                       options=(provider,))
         frames, keypoints = [], []
         progress = comfy.utils.ProgressBar(image.shape[0])
         height, width = image.shape[1], image.shape[2]

@@ -33,24 +33,8 @@ def image_proj_files() -> list[str]:
     return [n for n in model_folders.list_files("musev") if "image_proj" in os.path.basename(n)]
 
 
-class _Cache:
-    """One loaded model per node type, reused while its file is unchanged (ComfyUI still offloads it)."""
-
-    def __init__(self):
-        self.key = None
-        self.value = None
-
-    def get(self, path: str, build):
-        key = (path, os.path.getmtime(path))
-        if self.key != key:
-            self.key, self.value = None, None  # free the previous model before building the next
-            self.value = build()
-            self.key = key
-        return self.value
-
-
-_REFERENCENET_CACHE = _Cache()
-_IMAGE_PROJ_CACHE = _Cache()
+_REFERENCENET_CACHE = model_folders.LastModelCache()
+_IMAGE_PROJ_CACHE = model_folders.LastModelCache()
 
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -110,7 +94,7 @@ class MuseVReferenceNetEncode:
     def encode(self, referencenet_name, vae, image, ip_tokens=None, positive=None, negative=None, width=0, height=0):
         cond_context, uncond_context = contexts_for(ip_tokens, positive, negative)
         path = model_folders.resolve("musev", referencenet_name)
-        patcher = _REFERENCENET_CACHE.get(path, lambda: build_referencenet_patcher(read_state_dict(path),
+        patcher = _REFERENCENET_CACHE.get((path,), lambda: build_referencenet_patcher(read_state_dict(path),
                                                                                    referencenet_name))
         image = fit_image(image[..., :3], width, height)
         latent = comfy.latent_formats.SD15().process_in(vae.encode(image).float())
@@ -150,7 +134,7 @@ class MuseVIPAdapterEmbed:
 
     def embed(self, clip_vision, image, image_proj_name, scale, crop):
         path = model_folders.resolve("musev", image_proj_name)
-        projection = _IMAGE_PROJ_CACHE.get(path, lambda: load_image_projection(path, image_proj_name))
+        projection = _IMAGE_PROJ_CACHE.get((path,), lambda: load_image_projection(path, image_proj_name))
         output = clip_vision.encode_image(image[..., :3], crop=crop == "center")
         embeds = output["image_embeds"].float().cpu()
         cond, uncond = project_ip_tokens(projection, embeds)

@@ -14,7 +14,8 @@ import safetensors.torch
 import torch
 
 import comfy_env
-from test_parity_musev import _CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, rel_err, run_fixture_pipeline
+from test_parity_musev import (_CallRecorder, assert_first_call_matches, assert_steps_match,
+                               comfy_config_from_diffusers, final_latents, rel_err, run_fixture_pipeline)
 from test_parity_referencenet import load, refparity  # noqa: F401  (module fixture)
 
 TOLERANCE = 1e-4
@@ -135,27 +136,12 @@ def test_controlnet_residuals_of_every_window_match_reference(cnpipeline):
 
 
 def test_pipeline_first_call_per_step_and_final_latents_match(cnpipeline):
-    data, n_vis, settings = cnpipeline["data"], cnpipeline["n_vis"], cnpipeline["settings"]
-    call = cnpipeline["calls"][0]
-    b, c, t, h, w = data["call0.sample"].shape
-    out_by_chunk = dict(zip(call["chunks"], call["out"].reshape(len(call["chunks"]), t, c, h, w)))
-    for half, chunk in ((0, 1), (1, 0)):
-        assert rel_err(out_by_chunk[chunk].permute(1, 0, 2, 3), data["call0.noise_pred_raw"][half]) < TOLERANCE
-    calls, steps = cnpipeline["calls"], cnpipeline["steps"]
-    num_steps = settings["num_inference_steps"]
-    per_step = len(calls) // num_steps
-    for i in range(num_steps):
-        x = steps[i]["x"][n_vis:].permute(1, 0, 2, 3)[None]
-        assert rel_err(x, data[f"step{i}.latents_in"]) < TOLERANCE, f"latents before step {i}"
-        eps = fused_cfg_eps(calls[i * per_step:(i + 1) * per_step], n_vis, settings["video_length"],
-                            settings["guidance_scale"])
-        assert rel_err(eps.permute(1, 0, 2, 3)[None], data[f"step{i}.noise_pred_cfg"]) < TOLERANCE, f"step {i}"
-    final = cnpipeline["latent_format"].process_in(cnpipeline["samples"]).permute(1, 0, 2, 3)[None]
-    assert rel_err(final, data["final_latents"]) < TOLERANCE
+    assert_first_call_matches(cnpipeline, check_input=False)
+    assert_steps_match(cnpipeline)
+    assert rel_err(final_latents(cnpipeline), cnpipeline["data"]["final_latents"]) < TOLERANCE
 
 
 def test_the_controlnet_changes_the_result(cnpipeline, refparity):  # noqa: F811
     plain = load(refparity, "pipeline_musev_referencenet")["final_latents"]
     assert (cnpipeline["data"]["final_latents"] - plain).abs().mean() > 1.0
-    final = cnpipeline["latent_format"].process_in(cnpipeline["samples"]).permute(1, 0, 2, 3)[None]
-    assert (final - plain).abs().mean() > 1.0
+    assert (final_latents(cnpipeline) - plain).abs().mean() > 1.0

@@ -168,15 +168,22 @@ def test_pipeline_windows_match_reference(parity, pipeline_run):
         assert call["frames"] == list(range(n_vis)) + [n_vis + f for f in window]
 
 
-def test_pipeline_first_call_matches_reference(pipeline_run):
-    data, call = pipeline_run["data"], pipeline_run["calls"][0]
+def assert_first_call_matches(run: dict, check_input: bool = True) -> None:
+    """The first recorded UNet call's input (optional) and raw output match `call0.sample` / `call0.noise_pred_raw`."""
+    data, call = run["data"], run["calls"][0]
     b, c, t, h, w = data["call0.sample"].shape
     by_chunk = dict(zip(call["chunks"], call["x"].reshape(len(call["chunks"]), t, c, h, w)))
     out_by_chunk = dict(zip(call["chunks"], call["out"].reshape(len(call["chunks"]), t, c, h, w)))
     # the UNet saw [clean condition ; scaled window latents]: compare the scaled input
     for half, chunk in ((0, 1), (1, 0)):  # fixture order [uncond, cond]; ComfyUI 0 = cond, 1 = uncond
-        assert rel_err(by_chunk[chunk].permute(1, 0, 2, 3), data["call0.sample"][half]) < TOLERANCE
+        if check_input:
+            assert rel_err(by_chunk[chunk].permute(1, 0, 2, 3), data["call0.sample"][half]) < TOLERANCE
         assert rel_err(out_by_chunk[chunk].permute(1, 0, 2, 3), data["call0.noise_pred_raw"][half]) < TOLERANCE
+
+
+def test_pipeline_first_call_matches_reference(pipeline_run):
+    assert_first_call_matches(pipeline_run)
+    data, call = pipeline_run["data"], pipeline_run["calls"][0]
     assert float(call["t"][0]) == pytest.approx(float(data["call0.timestep"][0]))
 
 
@@ -198,30 +205,42 @@ def fused_cfg_eps(step_calls, n_vis: int, frames: int, guidance: float) -> torch
     return eps_uncond + guidance * (eps_cond - eps_uncond)
 
 
-def test_pipeline_per_step_tensors_match_reference(pipeline_run):
-    data, n_vis, settings = pipeline_run["data"], pipeline_run["n_vis"], pipeline_run["settings"]
-    calls, steps = pipeline_run["calls"], pipeline_run["steps"]
+def assert_steps_match(run: dict) -> None:
+    """Latents before every step and the fused CFG eps of every step (from the recorded UNet calls) match."""
+    data, n_vis, settings = run["data"], run["n_vis"], run["settings"]
+    calls, steps = run["calls"], run["steps"]
     num_steps = settings["num_inference_steps"]
     assert len(steps) == num_steps
     per_step = len(calls) // num_steps
-    frames = settings["video_length"]
     for i in range(num_steps):
         x = steps[i]["x"][n_vis:].permute(1, 0, 2, 3)[None]
         assert rel_err(x, data[f"step{i}.latents_in"]) < TOLERANCE, f"latents before step {i}"
-        eps = fused_cfg_eps(calls[i * per_step:(i + 1) * per_step], n_vis, frames, settings["guidance_scale"])
-        expected_eps = data[f"step{i}.noise_pred_cfg"]
-        assert rel_err(eps.permute(1, 0, 2, 3)[None], expected_eps) < TOLERANCE, f"noise_pred_cfg of step {i}"
+        eps = fused_cfg_eps(calls[i * per_step:(i + 1) * per_step], n_vis, settings["video_length"],
+                            settings["guidance_scale"])
+        assert rel_err(eps.permute(1, 0, 2, 3)[None], data[f"step{i}.noise_pred_cfg"]) < TOLERANCE, \
+            f"noise_pred_cfg of step {i}"
+
+
+def final_latents(run: dict) -> torch.Tensor:
+    """The run's output in the fixture's layout: model-space latents `1 c (n_vis + L) h w`."""
+    return run["latent_format"].process_in(run["samples"]).permute(1, 0, 2, 3)[None]
+
+
+def test_pipeline_per_step_tensors_match_reference(pipeline_run):
+    assert_steps_match(pipeline_run)
+    data, n_vis, steps = pipeline_run["data"], pipeline_run["n_vis"], pipeline_run["steps"]
+    for i, step in enumerate(steps):
         # the sampler's denoised estimate is x - sigma * eps with the fused, guided eps
+        x = step["x"][n_vis:].permute(1, 0, 2, 3)[None]
         sigma = pipeline_run["sigmas"][i]
-        denoised = steps[i]["denoised"][n_vis:].permute(1, 0, 2, 3)[None]
+        denoised = step["denoised"][n_vis:].permute(1, 0, 2, 3)[None]
+        expected_eps = data[f"step{i}.noise_pred_cfg"]
         assert rel_err(denoised, x.double() - sigma * expected_eps.double()) < TOLERANCE
 
 
 def test_pipeline_final_latents_match_reference(pipeline_run):
     data, n_vis = pipeline_run["data"], pipeline_run["n_vis"]
-    samples = pipeline_run["latent_format"].process_in(pipeline_run["samples"])
-    final = samples.permute(1, 0, 2, 3)[None]
-    assert rel_err(final, data["final_latents"]) < TOLERANCE
+    assert rel_err(final_latents(pipeline_run), data["final_latents"]) < TOLERANCE
     # the condition frame comes back exactly as it went in
     condition = pipeline_run["samples"][:n_vis]
     expected = data["call0.sample"][0, :, :n_vis].permute(1, 0, 2, 3) / pipeline_run["latent_format"].scale_factor

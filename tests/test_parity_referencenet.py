@@ -14,8 +14,8 @@ import torch
 
 import comfy_env
 import tiny_models
-from test_parity_musev import (_CallRecorder, comfy_config_from_diffusers, fused_cfg_eps, parity_dir, rel_err,
-                               run_fixture_pipeline)
+from test_parity_musev import (_CallRecorder, assert_first_call_matches, assert_steps_match,
+                               comfy_config_from_diffusers, final_latents, parity_dir, rel_err, run_fixture_pipeline)
 
 TOLERANCE = 1e-4
 FLAVOUR = "musev_referencenet"
@@ -177,25 +177,9 @@ def test_pipeline_reference_features_match(refpipeline):
 
 
 def test_pipeline_first_call_matches_reference(refpipeline):
-    data, call = refpipeline["data"], refpipeline["calls"][0]
-    b, c, t, h, w = data["call0.sample"].shape
-    by_chunk = dict(zip(call["chunks"], call["x"].reshape(len(call["chunks"]), t, c, h, w)))
-    out_by_chunk = dict(zip(call["chunks"], call["out"].reshape(len(call["chunks"]), t, c, h, w)))
-    for half, chunk in ((0, 1), (1, 0)):
-        assert rel_err(by_chunk[chunk].permute(1, 0, 2, 3), data["call0.sample"][half]) < TOLERANCE
-        assert rel_err(out_by_chunk[chunk].permute(1, 0, 2, 3), data["call0.noise_pred_raw"][half]) < TOLERANCE
+    assert_first_call_matches(refpipeline)
 
 
 def test_pipeline_per_step_and_final_latents_match(refpipeline):
-    data, n_vis, settings = refpipeline["data"], refpipeline["n_vis"], refpipeline["settings"]
-    steps, calls = refpipeline["steps"], refpipeline["calls"]
-    num_steps = settings["num_inference_steps"]
-    per_step = len(calls) // num_steps
-    for i in range(num_steps):
-        x = steps[i]["x"][n_vis:].permute(1, 0, 2, 3)[None]
-        assert rel_err(x, data[f"step{i}.latents_in"]) < TOLERANCE, f"latents before step {i}"
-        eps = fused_cfg_eps(calls[i * per_step:(i + 1) * per_step], n_vis, settings["video_length"],
-                            settings["guidance_scale"])
-        assert rel_err(eps.permute(1, 0, 2, 3)[None], data[f"step{i}.noise_pred_cfg"]) < TOLERANCE, f"step {i}"
-    final = refpipeline["latent_format"].process_in(refpipeline["samples"]).permute(1, 0, 2, 3)[None]
-    assert rel_err(final, data["final_latents"]) < TOLERANCE
+    assert_steps_match(refpipeline)
+    assert rel_err(final_latents(refpipeline), refpipeline["data"]["final_latents"]) < TOLERANCE

@@ -1,33 +1,13 @@
 """pose_align must import and run with ComfyUI absent (DESIGN.md principle 5), and without onnxruntime until a
 model is opened."""
-import ast
-import os
-import subprocess
-import sys
+from clean_imports import COMFY_MODULES, absolute_imports, run_clean
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FORBIDDEN = {"comfy", "folder_paths", "nodes", "comfy_extras", "comfy_api", "torch"}
+FORBIDDEN = COMFY_MODULES | {"torch"}
 
 
 def test_no_comfy_or_torch_imports_in_pose_align_sources():
-    for root, _, files in os.walk(os.path.join(REPO, "pose_align")):
-        for name in files:
-            if not name.endswith(".py"):
-                continue
-            tree = ast.parse(open(os.path.join(root, name)).read())
-            for node in ast.walk(tree):
-                modules = []
-                if isinstance(node, ast.Import):
-                    modules = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                    modules = [node.module or ""]
-                for module in modules:
-                    assert module.split(".")[0] not in FORBIDDEN, (name, module)
-
-
-def run_clean(code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    for name, module in absolute_imports("pose_align"):
+        assert module.split(".")[0] not in FORBIDDEN, (name, module)
 
 
 def test_pose_align_imports_and_works_in_a_clean_interpreter():
