@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    """ComfyUI 0.3.75 `main.py` in a subprocess with `base_dir` as its base directory.
+    """ComfyUI `main.py` (0.3.75 or 0.7.0) in a subprocess with `base_dir` as its base directory.
 
     Args:
         base_dir: gets custom_nodes/<pack> (symlink to this repository), models/, input/, output/.

@@ -1,4 +1,4 @@
-"""Every workflow in workflows/ queued through a real ComfyUI 0.3.75 server (HTTP API) on a real image.
+"""Every workflow in workflows/ queued through a real ComfyUI server (0.3.75 and 0.7.0 in CI) (HTTP API) on a real image.
 
 Tiny generated models replace the real ones; sizes and steps are reduced so the suite runs on a CPU, frame counts
 are kept (the long video really is 121 frames through 15 windows).
