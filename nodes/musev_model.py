@@ -14,7 +14,10 @@ For the `musev_referencenet` flavour also (spec/musev.md §1.5, §2.3, §3):
 - the 13 reference-fusion attentions are appended to conv_in, every down-block layer and downsampler, and the mid
   block (injected like the temporal modules, run by the same forward_timestep_embed_patch mechanism);
 - an `emb_patch` gives the condition frames a zero time embedding;
-- `attn2` replace patches on the 16 spatial cross-attentions add the IP-Adapter attention to the text attention.
+- `attn2` replace patches on the 16 spatial cross-attentions add the IP-Adapter attention to the text attention
+  (other packs' patches on the same cross-attentions, e.g. IPAdapter_plus, keep running inside them).
+For every flavour the UNet and ControlNets get the exact, fractional timestep of each sigma (nodes/timesteps.py),
+and a MODEL set up for core MultiGPU is refused (nodes/multigpu.py).
 
 Frame layout of one UNet call: the batch is `(b t)`, `b = len(cond_or_uncond)` CFG chunks of `t` frames each;
 inside a MuseV window the condition frame(s) come first (`MuseVWindow.condition_index`).
@@ -39,6 +42,8 @@ from ..musev_core.motion_module import MID_FEATURE, MuseVMotionModule, build_mot
 from ..musev_core.reference import IPTokens, ReferenceFeatures, ReferenceFusionAttention
 from ..musev_core.reference_attention import reference_only_context
 from ..musev_core.temporal import MUSEV_BLOCK_NORM_EPS, TemporalConvLayer, TemporalTransformer
+from .multigpu import refuse_multigpu
+from .timesteps import use_continuous_timesteps
 
 KEY = "musev"
 #: transformer_options entry set by the context handler for each window call.
@@ -85,6 +90,7 @@ class MuseVCall:
         reference: 13 ReferenceNet features `b c t2 h w` in chunk order (12 down + mid), or None.
         ip_tokens: `(b t) n dim` IP tokens, or None; ip_scale their weight.
         motion: the motion module (for the IP-Adapter K/V of each cross-attention).
+        attn2_patches: the call's `attn2` replace patches (other packs' block-level ones run inside MuseV's).
     """
 
     num_frames: int
@@ -96,6 +102,7 @@ class MuseVCall:
     ip_tokens: torch.Tensor | None = None
     ip_scale: float = 1.0
     motion: MuseVMotionModule | None = None
+    attn2_patches: dict | None = None
 
 
 def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, int]]:
@@ -333,18 +340,63 @@ def _zero_condition_temb(emb, model_channels, transformer_options):
 class _IPAdapterAttention2:
     """`attn2` replace patch: text attention plus MuseV's decoupled IP-Adapter attention (spec/musev.md §3).
 
-    Holds only the diffusers prefix of its cross-attention, so deep copies of model options stay cheap; the K/V
-    projections come from the motion module of the call.
+    Coexists with other packs' patches on the same cross-attention (ComfyUI_IPAdapter_plus's `Attn2Replace`
+    protocol): their terms and MuseV's add up in the one attention output.
+    - `inner`: a replace patch another pack had put on this `(block, id, index)` key before MuseV was applied; it
+      computes the text attention (plus its own terms) in place of ComfyUI's attention.
+    - a patch on the block's 2-tuple key `(block, id)` (IPAdapter_plus on SD1.5, applied before or after MuseV):
+      ComfyUI's lookup prefers MuseV's 3-tuple key, so this patch calls it the same way at run time (the
+      DIFFUSION_MODEL wrapper hands the call's `attn2` replace dict over in `MuseVCall.attn2_patches`).
+    - `add(callback, **kwargs)`: a pack that meets MuseV's object on its own key adds a term the way
+      `Attn2Replace.add` does: `callback(out, q, k, v, extra_options, **kwargs)` is added while the step's sigma is
+      within `[sigma_end, sigma_start]` (forwarded to `inner` when that has `add`).
+    The MuseV term's K/V projections come from the motion module of the call; besides those the patch holds only
+    the diffusers prefix of its cross-attention and the other packs' objects.
     """
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, inner=None, added=None):
         self.prefix = prefix
+        self.inner = inner
+        self.added = list(added or [])
+
+    def add(self, callback, **kwargs):
+        """One more additive attention term (ComfyUI_IPAdapter_plus `Attn2Replace.add` protocol)."""
+        if self.inner is not None and hasattr(self.inner, "add"):
+            self.inner.add(callback, **kwargs)
+        else:
+            self.added.append((callback, kwargs))
+
+    def to(self, device, *args, **kwargs):
+        """ComfyUI's `model_patches_to`: moves the other pack's patch along (MuseV's own term holds no tensors)."""
+        if self.inner is not None and hasattr(self.inner, "to"):
+            self.inner = self.inner.to(device, *args, **kwargs)
+        return self
+
+    def _base(self, call: MuseVCall | None, extra_options):
+        if self.inner is not None:
+            return self.inner
+        if call is not None and call.attn2_patches:
+            block = extra_options.get("block")
+            patch = call.attn2_patches.get(tuple(block)) if block is not None else None
+            if patch is not None and patch is not self:
+                return patch
+        return None
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
-        out = comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
         call: MuseVCall | None = extra_options.get(CALL_KEY)
-        if call is None or call.ip_tokens is None or call.ip_scale == 0 or call.motion is None:
+        base = self._base(call, extra_options)
+        if base is not None:
+            out = base(q, k, v, extra_options)
+        else:
+            out = comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+        if self.added:
+            sigmas = extra_options.get("sigmas")
+            sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) else float("inf")
+            for callback, kwargs in self.added:
+                if kwargs.get("sigma_end", float("-inf")) <= sigma <= kwargs.get("sigma_start", float("inf")):
+                    out = out + callback(out, q, k, v, extra_options, **kwargs)
+        if self.prefix is None or call is None or call.ip_tokens is None or call.ip_scale == 0 or call.motion is None:
             return out
         kv = call.motion.get_submodule(self.prefix)
         return out + call.ip_scale * kv.attention(q, call.ip_tokens, heads).to(out.dtype)
@@ -388,7 +440,8 @@ class _DiffusionModelWrapper:
         femb = None if skip else self.motion.frame_embedding_for(num_frames, motion_speed, device=x.device,
                                                                  dtype=x.dtype)
         call = MuseVCall(num_frames, femb, condition_index, skip, motion=self.motion,
-                         zero_condition_temb=self.motion.zeroes_condition_temb)
+                         zero_condition_temb=self.motion.zeroes_condition_temb,
+                         attn2_patches=transformer_options.get("patches_replace", {}).get("attn2"))
         if window is not None and self.motion.layout.fusion_channels:
             chunk_codes = list(transformer_options.get("cond_or_uncond", [0]))
             if window.reference is not None:
@@ -440,11 +493,13 @@ def apply_motion(model_patcher, motion_patcher):
     Replaces any MuseV motion module applied earlier to the same MODEL.
     """
     patched = model_patcher.clone()
+    refuse_multigpu(patched)  # core MultiGPU cannot clone the motion modules per device (nodes/multigpu.py)
     patched.set_additional_models(KEY, [motion_patcher])
     patched.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(inject=_inject, eject=_eject)])
     patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
                                  _DiffusionModelWrapper(motion_patcher.model))
+    use_continuous_timesteps(patched)  # the UNet sees MuseV's fractional timesteps (nodes/timesteps.py)
     patches = patched.model_options["transformer_options"].setdefault("patches", {})
     embed_patches = [p for p in patches.get("forward_timestep_embed_patch", [])
                      if p[0] not in (TemporalConvLayer, TemporalTransformer)]
@@ -458,40 +513,65 @@ def apply_motion(model_patcher, motion_patcher):
     if motion.zeroes_condition_temb:
         patches["emb_patch"].append(_zero_condition_temb)
     replace = patched.model_options["transformer_options"].setdefault("patches_replace", {})
-    attn2 = {key: p for key, p in replace.get("attn2", {}).items() if not isinstance(p, _IPAdapterAttention2)}
+    attn2 = dict(replace.get("attn2", {}))
+    for key, patch in list(attn2.items()):  # an earlier MuseV patch gives back what it wrapped
+        if isinstance(patch, _IPAdapterAttention2):
+            if patch.added:
+                attn2[key] = _IPAdapterAttention2(None, patch.inner, patch.added)
+            elif patch.inner is not None:
+                attn2[key] = patch.inner
+            else:
+                del attn2[key]
     attentions = locate_cross_attentions(model_patcher.model.diffusion_model)
     for prefix, _kv in motion.ip_adapter_kvs():
         block, index = attentions[prefix]
-        attn2[(block[0], block[1], index)] = _IPAdapterAttention2(prefix)
+        key = (block[0], block[1], index)
+        existing = attn2.get(key)
+        if isinstance(existing, _IPAdapterAttention2):
+            attn2[key] = _IPAdapterAttention2(prefix, existing.inner, existing.added)
+        else:  # another pack's patch on this key keeps running inside MuseV's
+            attn2[key] = _IPAdapterAttention2(prefix, existing)
     replace["attn2"] = attn2
     return patched
 
 
-def unet_call(model_patcher, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, chunks: int,
+def unet_call(model_patcher, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, chunks,
               window: MuseVWindow | None = None) -> torch.Tensor:
     """One call of the patched UNet outside a sampler (parity tests, benchmarks).
 
-    Loads the MODEL (and the motion modules) the way sampling does, then calls the diffusion model with the same
-    transformer_options layout ComfyUI's `calc_cond_batch` builds.
+    Loads the MODEL with its additional models (the MuseV motion modules) through ComfyUI's own
+    `sampler_helpers.prepare_sampling`, as sampling does, so they sit on the load device and are injected; then
+    calls the diffusion model with the transformer_options layout ComfyUI's `calc_cond_batch` builds. The timesteps
+    are used as given (no sigma rounding, no continuous-timestep substitution).
 
     Args:
-        x: `(b t) c h w` UNet input (already scaled, condition frames clean).
+        x: `(b t) c h w` UNet input (already scaled, condition frames clean), on any device.
         timesteps: `(b t)` timesteps (not sigmas).
         context: `(b t) tokens dim` cross-attention context.
-        chunks: b, the number of CFG chunks in the batch.
+        chunks: b, the number of CFG chunks in the batch (codes 0..b-1), or the chunk codes in batch order
+            (`cond_or_uncond`, e.g. `[1, 0]` for an [uncond, cond] batch).
         window: the MuseV window description (condition frame positions...), or None.
     Returns:
-        `(b t) c h w` raw UNet output (epsilon for SD1.5).
+        `(b t) c h w` raw UNet output (epsilon for SD1.5) on the MODEL's load device.
     """
-    comfy.model_management.load_models_gpu([model_patcher])
-    options = comfy.patcher_extension.copy_nested_dicts(model_patcher.model_options.get("transformer_options", {}))
-    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
-    options["cond_or_uncond"] = list(range(chunks))
-    if window is not None:
-        options[WINDOW_KEY] = window
-    with torch.no_grad():
-        return model_patcher.model.diffusion_model(x, timesteps=timesteps, context=context,
-                                                   transformer_options=options)
+    import comfy.sampler_helpers
+    codes = list(range(chunks)) if isinstance(chunks, int) else list(chunks)
+    _model, _conds, loaded = comfy.sampler_helpers.prepare_sampling(model_patcher, tuple(x.shape), {},
+                                                                   model_patcher.model_options)
+    try:
+        options = comfy.patcher_extension.copy_nested_dicts(model_patcher.model_options.get("transformer_options", {}))
+        options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
+        options["cond_or_uncond"] = codes
+        if window is not None:
+            options[WINDOW_KEY] = window
+        device = model_patcher.load_device
+        dtype = getattr(model_patcher.model, "manual_cast_dtype", None) or model_patcher.model.get_dtype()
+        with torch.no_grad():
+            return model_patcher.model.diffusion_model(x.to(device, dtype), timesteps=timesteps.to(device),
+                                                       context=context.to(device, dtype),
+                                                       transformer_options=options)
+    finally:
+        comfy.sampler_helpers.cleanup_models({}, loaded)
 
 
 def is_musev_model(model_patcher) -> bool:

@@ -25,6 +25,29 @@ from ..musev_core.windows import fuse_weights, uniform_v2_windows, validate_wind
 from .musev_model import WINDOW_KEY, MuseVWindow, check_reference_inputs
 
 
+#: Attributes where ComfyUI's ControlNet objects keep prepared hints between calls: `cond_hint` / `control_input`
+#: (one tensor, rebuilt when the latent size changes) and, in newer ComfyUI, the `cond_hints` / `control_inputs`
+#: dicts keyed by latent size only. Windows share the latent size, so every window gets empty caches of its own.
+HINT_CACHES = ("cond_hint", "cond_hints", "control_input", "control_inputs")
+
+
+def _empty_hint_caches(control) -> dict:
+    """Give `control` empty hint caches (found by name and kind); returns the previous ones for `_restore_hint_caches`."""
+    saved = {}
+    for name in HINT_CACHES:
+        if hasattr(control, name):
+            value = getattr(control, name)
+            saved[name] = value
+            # a new dict, never the old one cleared: the old one is put back after the run
+            setattr(control, name, {} if isinstance(value, dict) else None)
+    return saved
+
+
+def _restore_hint_caches(control, saved: dict) -> None:
+    for name, value in saved.items():
+        setattr(control, name, value)
+
+
 class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
     """Context handler for one MuseV run (small and tensor-free, since model_options are deep-copied on clone).
 
@@ -158,6 +181,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         fused = [torch.zeros_like(x_in) for _ in conds]
         weight_sum = torch.zeros((total, 1, 1, 1), device=x_in.device, dtype=x_in.dtype)
         transformer_options = model_options.setdefault("transformer_options", {})
+        saved_caches = [_empty_hint_caches(control) for control in controls]
         try:
             for window in windows:
                 comfy.model_management.throw_exception_if_processing_interrupted()
@@ -172,7 +196,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
                     sub_x[:n_cond] = condition_input
                 for control, hints in zip(controls, full_hints):
                     control.cond_hint_original = hints[frames]
-                    control.cond_hint = None  # resized again for this window's frames
+                    _empty_hint_caches(control)  # prepared again from this window's frames
                 sub_conds = [self.get_resized_cond(c, x_in, frames) for c in conds]
                 outputs = calc_cond_batch(model, sub_conds, sub_x, timestep[frames], model_options)
                 weights = fuse_weights(window, windows, self.fuse_method).to(x_in.device, x_in.dtype)
@@ -183,9 +207,9 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         finally:
             transformer_options.pop(WINDOW_KEY, None)
             transformer_options.pop("ad_params", None)
-            for control, hints in zip(controls, full_hints):
+            for control, hints, saved in zip(controls, full_hints, saved_caches):
                 control.cond_hint_original = hints
-                control.cond_hint = None
+                _restore_hint_caches(control, saved)
         for i in range(len(fused)):
             fused[i][n_cond:] /= weight_sum[n_cond:]
             fused[i][:n_cond] = clean  # denoised == input: the condition frames stay where they are

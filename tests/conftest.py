@@ -52,12 +52,19 @@ def tiny_models_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(comfy, tiny_models_cache, tmp_path_factory):
-    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny model set; stopped after the session."""
+    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny model set; stopped after the session.
+
+    ComfyUI_IPAdapter_plus (../shared/hosts, unpacked here) runs beside the pack as a second custom node.
+    """
     import comfy_server
+    import ipadapter_plus_host
     import tiny_models
     base = str(tmp_path_factory.mktemp("comfy_base"))
     names = tiny_models.ensure_tiny_model_set(os.path.join(base, "models"), tiny_models_cache)
-    instance = comfy_server.ComfyServer(base).start()
+    instance = comfy_server.ComfyServer(base)
+    if os.path.isfile(ipadapter_plus_host.archive(SHARED)):
+        ipadapter_plus_host.unpack(SHARED, os.path.join(base, "custom_nodes"))
+    instance.start()
     instance.models = names
     yield instance
     instance.stop()

@@ -117,15 +117,7 @@ def test_unet_forward_matches_reference(refparity, skip_temporal):
 
 def unet_call_chunks(musev_model, model, x, timesteps, context, chunks, window):
     """unet_call with an explicit cond_or_uncond order (the fixture batch is [uncond, cond])."""
-    import comfy.model_management
-    import comfy.patcher_extension
-    comfy.model_management.load_models_gpu([model])
-    options = comfy.patcher_extension.copy_nested_dicts(model.model_options.get("transformer_options", {}))
-    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model.wrappers)
-    options["cond_or_uncond"] = list(chunks)
-    options[musev_model.WINDOW_KEY] = window
-    with torch.no_grad():
-        return model.model.diffusion_model(x, timesteps=timesteps, context=context, transformer_options=options)
+    return musev_model.unet_call(model, x, timesteps, context, list(chunks), window)
 
 
 def test_reference_paths_change_the_output(refparity):

@@ -34,7 +34,8 @@ def renv(comfy, tiny_models_cache, tmp_path_factory):
                                                                ip_tokens=tokens)[0]
     return {"names": names, "vae": vae, "image": image, "positive": positive, "negative": negative,
             "condition": condition, "ref_model": ref_model, "plain_model": plain_model, "tokens": tokens,
-            "reference": reference, "ref_nodes": ref_nodes, "clip_vision": clip_vision}
+            "reference": reference, "ref_nodes": ref_nodes, "clip_vision": clip_vision, "model": model,
+            "loader": loader}
 
 
 def sample(renv, model, reference=None, ip_tokens=None, frames=5):

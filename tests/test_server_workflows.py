@@ -110,7 +110,7 @@ def test_pack_imports_cleanly_and_registers_its_nodes(server):
 @pytest.mark.parametrize("name, expected_frames", [("image2video", 13), ("text2image2video", 12),
                                                      ("long_video", 121), ("image2video_referencenet", 13),
                                                      ("pose2video", 13), ("pose2video_align", 13),
-                                                     ("video2video", 13)])
+                                                     ("video2video", 13), ("image2video_ipadapter_plus", 9)])
 def test_workflow_makes_an_mp4(server, uploads, name, expected_frames):
     prompt = for_tiny_models(load_api(name), server, uploads)
     history = server.run(prompt)

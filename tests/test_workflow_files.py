@@ -41,7 +41,7 @@ def test_workflows_use_standard_loaders_and_no_absolute_paths():
         listed = {(m["folder"], m["name"]) for m in ui["extra"]["musev"]["models"]}
         used = {node["inputs"][key] for node in api.values() for key in
                 ("ckpt_name", "unet_name", "referencenet_name", "image_proj_name", "clip_name", "control_net_name",
-                 "bbox_detector", "pose_estimator") if key in node["inputs"]}
+                 "bbox_detector", "pose_estimator", "ipadapter_file") if key in node["inputs"]}
         assert used == {n for _, n in listed}, (name, used, listed)
         note = [n for n in ui["nodes"] if n["type"] == "Note"][0]["widgets_values"][0]
         assert all(n in note for n in used), (name, used)

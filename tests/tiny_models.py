@@ -278,6 +278,35 @@ def write_tiny_image_proj(path: str, embed_dim: int = 768, tokens: int = 4, dim:
     return path
 
 
+def write_tiny_ipadapter_plus_model(path: str, channels: int = 320, context_dim: int = 768, embed_dim: int = 768,
+                                    tokens: int = 4, seed: int = 51) -> str:
+    """A plain SD1.5 IP-Adapter file as ComfyUI_IPAdapter_plus loads it (IP-Adapter's public safetensors layout).
+
+    `image_proj.proj.*` (Linear embed_dim -> tokens x context_dim) and `image_proj.norm.*` (LayerNorm context_dim):
+    the image projection of a 768-wide CLIP image embedding into `tokens` context tokens; `ip_adapter.{n}.to_k_ip`
+    / `to_v_ip` (`channels x context_dim`) for n = 1, 3, ..., 31, the 16 cross-attentions of SD1.5 in
+    IPAdapter_plus's order. Every cross-attention of the thin UNet is `channels` wide. float16, random.
+    """
+    import safetensors.torch
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=generator)).half()
+
+    state = {
+        "image_proj.proj.weight": randn(tokens * context_dim, embed_dim, scale=1 / math.sqrt(embed_dim)),
+        "image_proj.proj.bias": randn(tokens * context_dim, scale=0.02),
+        "image_proj.norm.weight": (1 + randn(context_dim, scale=0.05).float()).half(),
+        "image_proj.norm.bias": randn(context_dim, scale=0.02),
+    }
+    for n in range(1, 32, 2):
+        for name in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{n}.{name}.weight"] = randn(channels, context_dim, scale=1 / math.sqrt(context_dim))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file(state, path)
+    return path
+
+
 def write_tiny_clip_vision(path: str, seed: int = 41) -> str:
     """A random CLIP ViT-L/14 image encoder that ComfyUI's Load CLIP Vision detects (the smallest layout it knows).
 
@@ -336,6 +365,7 @@ TINY_CLIP_VISION = "tiny_demo_clip_vision_vitl.safetensors"
 TINY_CONTROLNET = "tiny_demo_controlnet_openpose.safetensors"
 TINY_DWPOSE_DETECTOR = "tiny_demo_yolox_l.onnx"
 TINY_DWPOSE_POSE = "tiny_demo_dw-ll_ucoco_384.onnx"
+TINY_IPADAPTER = "tiny_demo_ip-adapter_sd15.safetensors"
 #: bump when the generators change so cached files are rebuilt
 TINY_MODELS_VERSION = "2"
 
@@ -379,7 +409,8 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
     """Put the tiny demo models into a ComfyUI `models` folder (generated once, cached in `cache_dir`).
 
     Returns `{"checkpoint": name in checkpoints, "musev_unet": name in musev, "lora": name in loras,
-    "referencenet_unet", "referencenet", "image_proj": names in musev, "clip_vision": name in clip_vision}`.
+    "referencenet_unet", "referencenet", "image_proj": names in musev, "clip_vision": name in clip_vision,
+    "ipadapter": name in ipadapter (ComfyUI_IPAdapter_plus's folder)...}`.
     """
     cache_dir = cache_dir or os.path.join(models_dir, ".tiny_cache")
     stamp = os.path.join(cache_dir, "VERSION")
@@ -395,6 +426,7 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
         ("controlnet", TINY_CONTROLNET, lambda p: write_tiny_controlnet(p, thin_unet_config())),
         ("dwpose", TINY_DWPOSE_DETECTOR, lambda p: write_dwpose_stand_in(p, "detector")),
         ("dwpose", TINY_DWPOSE_POSE, lambda p: write_dwpose_stand_in(p, "pose")),
+        ("ipadapter", TINY_IPADAPTER, lambda p: write_tiny_ipadapter_plus_model(p)),
     ]
     fresh = os.path.isfile(stamp) and open(stamp).read().strip() == TINY_MODELS_VERSION
     for folder, name, write in files:
@@ -411,7 +443,7 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
     return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA,
             "referencenet_unet": TINY_REFERENCENET_UNET, "referencenet": TINY_REFERENCENET,
             "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION, "controlnet": TINY_CONTROLNET,
-            "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE}
+            "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE, "ipadapter": TINY_IPADAPTER}
 
 
 def point_at_tiny_models(prompt: dict, names: dict) -> dict:
@@ -438,4 +470,6 @@ def point_at_tiny_models(prompt: dict, names: dict) -> dict:
         elif kind == "MuseVDWPoseExtract":
             inputs["bbox_detector"] = names["dwpose_detector"]
             inputs["pose_estimator"] = names["dwpose_pose"]
+        elif kind == "IPAdapterModelLoader":
+            inputs["ipadapter_file"] = names["ipadapter"]
     return prompt

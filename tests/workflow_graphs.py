@@ -24,6 +24,7 @@ IMAGE_PROJ_POSE = "musev_referencenet_pose/ip_adapter_image_proj.bin"
 CONTROLNET_OPENPOSE = "control_v11p_sd15_openpose.pth"
 DWPOSE_DETECTOR = "yolox_l.onnx"
 DWPOSE_POSE = "dw-ll_ucoco_384.onnx"
+IPADAPTER_PLUS_SD15 = "ip-adapter_sd15.safetensors"  # ComfyUI_IPAdapter_plus's plain SD1.5 model (models/ipadapter)
 POSE_VIDEO = "video1_girl_poseseq.mp4"
 DANCE_VIDEO = "musepose_dance.mp4"
 CHARACTER_IMAGE = "musepose_ref.png"
@@ -74,6 +75,8 @@ WIDGETS = {
     "MuseVDWPoseExtract": ["bbox_detector", "pose_estimator", "detect_body", "detect_hand", "detect_face",
                            "detect_resolution", "resolution", "provider"],
     "MuseVPoseAlign": ["align_frame", "max_frame", "mode", "output_height", "draw_hands", "draw_face", "width"],
+    "IPAdapterModelLoader": ["ipadapter_file"],
+    "IPAdapterAdvanced": ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"],
     "CreateVideo": ["fps"],
     "SaveVideo": ["filename_prefix", "format", "codec"],
     "Note": ["text"],
@@ -110,6 +113,10 @@ SOCKETS = {
     "MuseVReferenceNetEncode": ([("vae", "VAE"), ("image", "IMAGE"), ("ip_tokens", "MUSEV_IP_TOKENS"),
                                  ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                                 [("reference", "MUSEV_REFERENCE")]),
+    "IPAdapterModelLoader": ([], [("IPADAPTER", "IPADAPTER")]),
+    "IPAdapterAdvanced": ([("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"),
+                           ("image_negative", "IMAGE"), ("attn_mask", "MASK"), ("clip_vision", "CLIP_VISION")],
+                          [("MODEL", "MODEL")]),
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
     "Note": ([], []),
@@ -124,7 +131,8 @@ TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load Mu
           "GetVideoComponents": "Get Video Components", "ImageFromBatch": "ImageFromBatch",
           "ImageBatch": "Batch Images", "ControlNetLoader": "Load ControlNet Model",
           "ControlNetApplyAdvanced": "Apply ControlNet", "MuseVDWPoseExtract": "MuseV DWPose Extract",
-          "MuseVPoseAlign": "MuseV Pose Align"}
+          "MuseVPoseAlign": "MuseV Pose Align", "IPAdapterModelLoader": "IPAdapter Model Loader",
+          "IPAdapterAdvanced": "IPAdapter Advanced"}
 VIRTUAL = {"Note"}
 
 
@@ -327,6 +335,39 @@ def image2video_referencenet() -> Graph:
     return g
 
 
+def image2video_ipadapter_plus() -> Graph:
+    g = Graph("image2video_ipadapter_plus",
+              "MuseV image-to-video (musev_referencenet) beside ComfyUI_IPAdapter_plus: MuseV's own IP-Adapter keeps "
+              "the portrait's identity, IPAdapter_plus adds the look of a second image; both act in the same "
+              "cross-attentions.",
+              models=[("checkpoints", SD15_CHECKPOINT), ("musev", REFERENCENET_UNET), ("musev", REFERENCENET),
+                      ("musev", IMAGE_PROJ), ("clip_vision", CLIP_VISION), ("ipadapter", IPADAPTER_PLUS_SD15)])
+    ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT, REFERENCENET_UNET)
+    condition, image = _image_condition(g, ckpt, 512, 768, with_image=True)
+    ip, reference = _reference_nodes(g, ckpt, image, IMAGE_PROJ)
+    clip_vision = [i + 1 for i, n in enumerate(g.nodes) if n["type"] == "CLIPVisionLoader"][0]
+    loader = g.add("IPAdapterModelLoader", {"ipadapter_file": IPADAPTER_PLUS_SD15}, pos=(800, 620), size=(330, 60))
+    style = g.add("LoadImage", {"image": POSE_VIDEO_CHARACTER}, pos=(800, 720), size=(320, 320),
+                  title="IPAdapter_plus image")
+    adapter = g.add("IPAdapterAdvanced", {"weight": 0.6, "weight_type": "linear", "combine_embeds": "concat",
+                                          "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only"},
+                    pos=(1160, 620), size=(320, 280))
+    g.connect(musev, 0, adapter, "model")
+    g.connect(loader, 0, adapter, "ipadapter")
+    g.connect(style, 0, adapter, "image")
+    g.connect(clip_vision, 0, adapter, "clip_vision")
+    sampler = _video_tail(g, adapter, positive, negative, ckpt, condition, 8, "musev/image2video_ipadapter_plus",
+                          1520)
+    g.connect(reference, 0, sampler, "reference")
+    g.connect(ip, 0, sampler, "ip_tokens")
+    g.add("Note", {"text": REFERENCENET_NOTE + "\nAlso needs the custom node ComfyUI_IPAdapter_plus (cubiq) and "
+                   f"models/ipadapter/{IPADAPTER_PLUS_SD15} (IP-Adapter's plain SD1.5 model; it shares the CLIP "
+                   "vision file). IPAdapter Advanced may also come before Load MuseV UNet: the result is the same."
+                   "\nOutput: the image + 8 generated frames (9 frames, 12 fps)."},
+          pos=(20, 1200), size=(740, 260))
+    return g
+
+
 def _video_frames(g: Graph, file: str, first: int, count: int, width: int, height: int, pos, title: str):
     """Load Video -> frames [first, first + count) -> centre-crop resize; returns the ImageScale node."""
     video = g.add("LoadVideo", {"file": file}, pos=pos, size=(320, 300))
@@ -454,7 +495,8 @@ def video2video() -> Graph:
 
 GRAPHS = {"image2video": image2video, "text2image2video": text2image2video, "long_video": long_video,
           "image2video_referencenet": image2video_referencenet, "pose2video": pose2video,
-          "pose2video_align": pose2video_align, "video2video": video2video}
+          "pose2video_align": pose2video_align, "video2video": video2video,
+          "image2video_ipadapter_plus": image2video_ipadapter_plus}
 
 
 def rendered() -> dict[str, str]:
