@@ -118,9 +118,17 @@ def test_workflow_makes_an_mp4(server, uploads, name, expected_frames):
     videos = [item for item in comfy_server.saved_files(history) if item["filename"].endswith(".mp4")]
     assert len(videos) == 1, history["outputs"]
     assert videos[0]["subfolder"] == "musev"
-    frames = video_frames(server.view(videos[0]))
+    data = server.view(videos[0])
+    frames = video_frames(data)
     assert len(frames) == expected_frames
     assert frames[0].shape == (SIZE, SIZE, 3)
+    # video workflows play at the input video's rate (the excerpts are 24 fps), the others at Create Video's 12
+    with av.open(io.BytesIO(data)) as container:
+        fps = container.streams.video[0].average_rate
+    assert fps == (24 if name in ("pose2video", "pose2video_align", "video2video") else 12), fps
+    if name == "pose2video_align":  # the Pose Align report is shown (Preview Any's text)
+        texts = [output["text"] for output in history["outputs"].values() if "text" in output]
+        assert len(texts) == 1 and texts[0][0].startswith("12 frames aligned (robust); scales from frame 0: "), texts
 
 
 def node_id(prompt, class_type):
