@@ -101,7 +101,7 @@ WIDGETS = {
     "LoadVideo": ["file", None],  # + the page's upload button
     "GetVideoComponents": [],
     "GetImageSize": [],
-    "PreviewAny": [],  # its text widget is the page's own (not saved)
+    "PreviewAny": ["preview"],  # the page's own text widget; its Export (API) writes it too (ComfyUI ignores it)
     "ImageFromBatch": ["batch_index", "length"],
     "ImageBatch": [],
     "ControlNetLoader": ["control_net_name"],
@@ -495,7 +495,7 @@ def pose2video_align() -> Graph:
     g.connect(character_pose, 0, hints, "image1")
     g.connect(align, 0, hints, "image2")
     control = _controlnet(g, positive, negative, hints, (800, 700))
-    report = g.add("PreviewAny", pos=(1440, 1350), size=(330, 200), title="Pose Align report")
+    report = g.add("PreviewAny", {"preview": ""}, pos=(1440, 1350), size=(330, 200), title="Pose Align report")
     g.connect(align, 2, report, "source")
     _video_tail(g, musev, control, control, ckpt, condition, frames, "musev/pose2video_align", 1200,
                 positive_slot=0, negative_slot=1, frames_from=count, fps_from=parts)
