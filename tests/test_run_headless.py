@@ -120,3 +120,17 @@ def test_the_users_comfyui_runs_with_its_own_python(tmp_path):
     _, args = module.parse(["--comfyui", str(tmp_path)])
     with pytest.raises(module.UsageError, match="is not a ComfyUI folder"):
         module.choose_comfyui(args)
+
+
+def test_any_python_hands_over_to_the_comfyui_python(tmp_path, image):
+    """Started by a Python without torch, the script re-runs itself with the ComfyUI's own Python."""
+    comfy = tmp_path / "ComfyUI"
+    touch(str(comfy / "main.py"))
+    python = comfy / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "child COMFYUI_DIR=$COMFYUI_DIR args=$*"\n')
+    python.chmod(0o755)
+    result = run("image2video", "--image", image, "--comfyui", str(comfy))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"child COMFYUI_DIR={comfy} args={SCRIPT} image2video --image {image} "
+                                     f"--comfyui {comfy}")

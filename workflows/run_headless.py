@@ -177,7 +177,8 @@ def main(argv=None) -> int:
     if comfy is None:
         parser.exit(2, f"{parser.prog}: error: no ComfyUI found: pass --comfyui PATH (your ComfyUI), set "
                        f"COMFYUI_DIR, or run bash workflows/demo.sh, which installs one into {HOST_DIR}\n")
-    same_python = os.path.realpath(python) == os.path.realpath(sys.executable)
+    # paths, not their targets: a venv's python is a link to the base interpreter but has other packages
+    same_python = os.path.abspath(python) == os.path.abspath(sys.executable)
     if not same_python and not os.environ.get("MUSEV_RUN_HEADLESS_CHILD"):
         if not os.path.isfile(python):
             parser.exit(2, f"{parser.prog}: error: the Python of {comfy} was not found ({python}): pass --python\n")
