@@ -219,9 +219,15 @@ def check_fits(motion: MuseVMotionModule, unet, name: str) -> None:
     missing = sorted(set(slots) - set(modules))
     extra = sorted(set(modules) - set(slots))
     if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"the UNet has {len(missing)} temporal position(s) the checkpoint has no module for "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        if extra:
+            problems.append(f"the checkpoint has {len(extra)} module(s) the UNet has no place for "
+                            f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})")
         raise CheckpointError(
-            f"{name} does not fit this MODEL: the UNet has temporal positions the checkpoint lacks {missing[:3]} "
-            f"or the checkpoint has modules the UNet has no place for {extra[:3]}. MuseV needs an SD1.5 MODEL "
+            f"{name} does not fit this MODEL: {' and '.join(problems)}. MuseV needs an SD1.5 MODEL "
             f"(4 levels, 2 layers each, attention in the first 3 levels)")
     for prefix, module in modules.items():
         channels = slots[prefix][2]

@@ -15,6 +15,7 @@ from ..pose_align.dwpose import DWPoseDetector
 from ..pose_align.image import aligned_output_size, pose_map_size
 from ..pose_align.keypoints import as_pose_frames, to_pose_keypoint
 from . import model_folders
+from .errors import names_node
 
 
 def _files(keyword: str) -> list[str]:
@@ -73,8 +74,12 @@ class MuseVDWPoseExtract:
                                                               "available."}),
         }}
 
+    @names_node("MuseV DWPose Extract")
     def extract(self, image, bbox_detector, pose_estimator, detect_body, detect_hand, detect_face,
                 detect_resolution, resolution, provider):
+        if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"the image input is empty ({image.shape[0]} frames of {image.shape[2]}x{image.shape[1]} "
+                             f"px): connect at least one frame (Load Image, or the images of Get Video Components)")
         det_path = model_folders.resolve("dwpose", bbox_detector)
         pose_path = model_folders.resolve("dwpose", pose_estimator)
         detector = _DETECTOR_CACHE.get((det_path, pose_path),
@@ -134,6 +139,7 @@ class MuseVPoseAlign:
                               "tooltip": "Force the output width (e.g. the video's); 0 = from the reference."}),
         }}
 
+    @names_node("MuseV Pose Align")
     def align(self, ref_pose, video_pose, align_frame, max_frame, mode, output_height, draw_hands, draw_face,
               width=0):
         reference = as_pose_frames(ref_pose)

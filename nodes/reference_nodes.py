@@ -13,6 +13,8 @@ from ..musev_core.checkpoint import read_state_dict
 from ..musev_core.reference import IPTokens, load_image_projection
 from ..musev_core.reference import ip_tokens as project_ip_tokens
 from . import model_folders
+from .errors import names_node
+from .input_checks import finite
 from .referencenet import build_referencenet_patcher, contexts_for, encode_reference
 
 REFERENCE_TYPE = "MUSEV_REFERENCE"
@@ -47,6 +49,34 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
         return image
     resized = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "lanczos", "center")
     return resized.movedim(1, -1)
+
+
+#: smallest reference side: one latent cell (the VAE encodes 8x8 px blocks; smaller leaves nothing to encode)
+MIN_REFERENCE_SIDE = 8
+#: largest side taken from the image as it is (width/height 0); bigger images must be resized with width/height
+MAX_UNRESIZED_SIDE = 2048
+
+
+def check_reference_image(image: torch.Tensor, width: int, height: int) -> None:
+    """Refuse a reference IMAGE (`b h w c`) the ReferenceNet cannot use, before any model is loaded.
+
+    Raises:
+        ValueError: no frames; a side below 8 px after width/height are applied; or, with width/height 0, a side
+            over 2048 px (encoding it as it is would exhaust memory: set width and height to the video's size).
+    """
+    if image.shape[0] == 0:
+        raise ValueError("the image input holds no frames: connect the reference image (e.g. Load Image)")
+    out_w, out_h = width or image.shape[2], height or image.shape[1]
+    if min(out_w, out_h) < MIN_REFERENCE_SIDE:
+        raise ValueError(f"the reference image is {out_w}x{out_h} px, the ReferenceNet needs at least "
+                         f"{MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE} px: use a larger image or set width and height "
+                         f"(the video's size, e.g. 512x768) to resize it")
+    too_big = [f"{name} {size} px" for name, size, given in (("width", out_w, width), ("height", out_h, height))
+               if not given and size > MAX_UNRESIZED_SIDE]
+    if too_big:
+        raise ValueError(f"the reference image is {image.shape[2]}x{image.shape[1]} px ({', '.join(too_big)} taken "
+                         f"from the image, over {MAX_UNRESIZED_SIDE} px): set width and height to the video's size "
+                         f"(e.g. 512x768) so it is resized first")
 
 
 class MuseVReferenceNetEncode:
@@ -91,7 +121,9 @@ class MuseVReferenceNetEncode:
             },
         }
 
+    @names_node("MuseV ReferenceNet Encode")
     def encode(self, referencenet_name, vae, image, ip_tokens=None, positive=None, negative=None, width=0, height=0):
+        check_reference_image(image, width, height)
         cond_context, uncond_context = contexts_for(ip_tokens, positive, negative)
         path = model_folders.resolve("musev", referencenet_name)
         patcher = _REFERENCENET_CACHE.get((path,), lambda: build_referencenet_patcher(read_state_dict(path),
@@ -125,14 +157,17 @@ class MuseVIPAdapterEmbed:
             "image_proj_name": (image_proj_files(), {
                 "tooltip": "MuseV's image projection in models/musev, e.g. musev_referencenet/"
                            "ip_adapter_image_proj.bin (use the one next to the UNet you load)."}),
-            "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
+            "scale": ("FLOAT", {"default": 1.0, "min": finite(0.0), "max": 5.0, "step": 0.05,
                                 "tooltip": "Weight of the IP attention added to the text attention (MuseV "
                                            "ip_adapter_scale 1.0); 0 turns the image prompt off."}),
             "crop": (["center", "none"], {"default": "center",
                                           "tooltip": "Centre-crop to a square before the encoder (MuseV: centre)."}),
         }}
 
+    @names_node("MuseV IP-Adapter Embed")
     def embed(self, clip_vision, image, image_proj_name, scale, crop):
+        if image.shape[0] == 0:
+            raise ValueError("the image input holds no frames: connect the image prompt (e.g. Load Image)")
         path = model_folders.resolve("musev", image_proj_name)
         projection = _IMAGE_PROJ_CACHE.get((path,), lambda: load_image_projection(path, image_proj_name))
         output = clip_vision.encode_image(image[..., :3], crop=crop == "center")

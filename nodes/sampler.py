@@ -5,8 +5,10 @@ import comfy.samplers
 
 from ..musev_core.noise import NOISE_TYPES
 from ..musev_core.windows import FUSE_METHODS
+from .errors import names_node
+from .input_checks import declared_range_problem, finite
 from .musev_model import is_musev_model
-from .parallel_denoise import check_settings, musev_sample
+from .parallel_denoise import musev_sample
 
 MAX_FRAMES = 4096
 
@@ -41,7 +43,7 @@ class MuseVParallelDenoiseSampler:
                                  "tooltip": "Seed of MuseV's starting noise (CPU generator, as in MuseV)."}),
                 "steps": ("INT", {"default": 10, "min": 1, "max": 1000,
                                   "tooltip": "Denoising steps (MuseV video default 10)."}),
-                "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                "cfg": ("FLOAT", {"default": 3.5, "min": finite(0.0), "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale (MuseV video default 3.5)."}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "euler",
                                  "tooltip": "Any ComfyUI sampler. MuseV uses plain Euler."}),
@@ -58,16 +60,16 @@ class MuseVParallelDenoiseSampler:
                                 "tooltip": "How overlapping window predictions are combined per frame: flat = MuseV's "
                                            "plain average; pyramid = favour window centres; overlap-linear = "
                                            "cross-fade across the overlap."}),
-                "motion_speed": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                "motion_speed": ("FLOAT", {"default": 8.0, "min": finite(0.0), "max": 100.0, "step": 0.1,
                                            "tooltip": "Frame-position multiplier of the musev_referencenet UNets "
                                                       "(MuseV 8; ~2 for calmer motion). No effect on 'musev'."}),
-                "w_ind_noise": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                "w_ind_noise": ("FLOAT", {"default": 0.5, "min": finite(0.0), "max": 1.0, "step": 0.01,
                                           "tooltip": "Share of independent per-frame noise in MuseV's video-fusion "
                                                      "noise (the rest is one noise shared by all frames)."}),
-                "img_weight": ("FLOAT", {"default": 0.001, "min": 0.0, "max": 1.0, "step": 0.0001,
+                "img_weight": ("FLOAT", {"default": 0.001, "min": finite(0.0), "max": 1.0, "step": 0.0001,
                                          "tooltip": "Weight of the condition latent blended into the starting noise "
                                                     "(MuseV 0.001). Ignored without a condition latent."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "denoise": ("FLOAT", {"default": 1.0, "min": finite(0.0), "max": 1.0, "step": 0.01,
                                       "tooltip": "Below 1 shortens the schedule; the generated frames start from the "
                                                  "'video' input (video2video) or else the condition image, noised to "
                                                  "the first sigma."}),
@@ -95,22 +97,31 @@ class MuseVParallelDenoiseSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, frames=None, context_frames=None, context_overlap=None, width=None, height=None):
-        if None not in (frames, context_frames, context_overlap):
-            problem = check_settings(frames, context_frames, context_overlap)
-            if problem:
-                return problem
-        # ComfyUI skips its own min/max checks for inputs named here, so ranges are checked too
-        for name, value in (("width", width), ("height", height)):
-            if value is not None and (value < 0 or value > 8192 or value % 8):
-                return f"{name} must be 0 (= the condition's size) or a multiple of 8 pixels up to 8192, got {value}"
+    def VALIDATE_INPUTS(cls, context_frames=None, context_overlap=None):
+        # Only the inputs of the one rule that needs two values are named: ComfyUI attaches a failure to every
+        # named input and skips its own range check for them (so they are re-checked here); every other input
+        # keeps ComfyUI's own min/max check, reported once under that input (nodes/input_checks.py).
+        problem = declared_range_problem(cls, context_frames=context_frames, context_overlap=context_overlap)
+        if problem:
+            return problem
+        if context_frames is not None and context_overlap is not None and context_overlap >= context_frames:
+            return (f"context_overlap ({context_overlap}) must be smaller than context_frames ({context_frames}): "
+                    f"windows would never advance")
         return True
 
+    @names_node("MuseV Parallel Denoise Sampler")
     def sample(self, model, positive, negative, frames, seed, steps, cfg, sampler_name, scheduler, context_frames,
                context_overlap, fuse_method, motion_speed, w_ind_noise, img_weight, denoise, condition=None, width=0,
                height=0, reference=None, ip_tokens=None, video=None):
+        for name, latent in (("condition", condition), ("video", video)):
+            if latent is not None and latent["samples"].shape[0] == 0:
+                raise ValueError(f"the {name} latent holds no frames (0 rows): connect a VAE Encode of at least one "
+                                 f"image, or disconnect {name}")
         if not is_musev_model(model):
             raise ValueError("this MODEL has no MuseV temporal layers: pass it through 'Load MuseV UNet' first")
+        for name, value in (("width", width), ("height", height)):
+            if value % 8:
+                raise ValueError(f"{name} must be 0 (= the condition's size) or a multiple of 8 pixels, got {value}")
         condition_samples = None if condition is None else condition["samples"]
         samples = musev_sample(model, positive, negative, condition_samples, frames, width, height, seed, steps, cfg,
                                sampler_name, scheduler, context_frames, context_overlap, fuse_method, motion_speed,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..musev_core.checkpoint import read_state_dict
 from . import model_folders
+from .errors import names_node
 from .musev_model import apply_motion, build_motion_patcher
 
 
@@ -41,6 +42,7 @@ class LoadMuseVUNet:
                            "from the Hugging Face repo TMElyralab/MuseV (its motion/ folder)."}),
         }}
 
+    @names_node("Load MuseV UNet")
     def load(self, model, unet_name):
         path = model_folders.resolve("musev", unet_name)
         state_dict = read_state_dict(path)

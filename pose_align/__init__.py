@@ -1,5 +1,6 @@
 """DWPose extraction (onnxruntime), MusePose pose alignment and OpenPose-style rendering, in numpy / OpenCV:
-no ComfyUI import anywhere in this package, and onnxruntime is imported only when a model is opened.
+no ComfyUI import anywhere in this package; OpenCV and onnxruntime are imported only where they are used
+(`optional`: the install hint when one is missing, onnxruntime's telemetry switched off before its first import).
 
 - `keypoints`: PoseFrame / PersonPose (normalised coordinates + scores) and the POSE_KEYPOINT format.
 - `dwpose`: YOLOX + DWPose-l whole-body ONNX pipeline (`DWPoseDetector`), signature checks (`PoseModelError`).

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
+from .optional import opencv
 from .keypoints import PersonPose, PoseFrame, as_pose_frames
 
 SCALE_NAMES = ("neck", "face", "shoulder", "arm_upper", "arm_lower", "hand", "body_len", "leg_upper", "leg_lower")
@@ -190,6 +190,7 @@ def _radial(points: np.ndarray, center: np.ndarray, scale: float) -> np.ndarray:
     # MusePose scales with cv2.getRotationMatrix2D(center, 0, s) applied as points @ A.T + t. Keeping that form keeps
     # its results bit for bit: the centre goes through a float32 Point2f (about 1e-8 of rounding), and an infinite
     # scale gives NaN (sin(0) * inf), later turned into -1
+    cv2 = opencv()
     matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), 0, float(scale))
     return np.dot(points, matrix[:, :2].T) + matrix[:, 2]
 

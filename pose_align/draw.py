@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
+from .optional import opencv
 from .keypoints import PoseFrame
 
 # OpenPose-18 limbs actually drawn (the reference table's last two entries, 2-16 and 5-17, never are)
@@ -62,6 +62,7 @@ def _pixel(point, width: int, height: int):
 def _draw_bodies(canvas, frame, width, height, stroke, stick):
     # the body is drawn first, on a black canvas: limbs overwrite one another, then the whole canvas is dimmed
     # (the reference's order; comfyui_controlnet_aux's dimming of each colour gives the same pixels here)
+    cv2 = opencv()
     people = [(person.body, person.visible("body")) for person in frame.people]
     for limb, (a, b) in enumerate(BODY_LIMBS):
         for body, visible in people:
@@ -87,6 +88,7 @@ def _draw_bodies(canvas, frame, width, height, stroke, stick):
 
 
 def _draw_hand(canvas, points, visible, width, height, stroke):
+    cv2 = opencv()
     pixels = [(_pixel(p, width, height) if shown else None) for p, shown in zip(points, visible)]
     pixels = [None if p is None else (int(p[0]), int(p[1])) for p in pixels]
     for edge, (a, b) in enumerate(HAND_EDGES):
@@ -125,6 +127,7 @@ def draw_pose(frame: PoseFrame, width: int | None = None, height: int | None = N
     Raises:
         ValueError: unknown palette or stroke, or a canvas size below 1.
     """
+    cv2 = opencv()
     if palette not in PALETTES:
         raise ValueError(f"unknown palette '{palette}', expected one of {PALETTES}")
     if stroke not in STROKES:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 import os
 
-import cv2
 import numpy as np
 
+from . import optional
 from .image import hwc3, resize_for_detection
 from .keypoints import OPENPOSE_FROM_COCO, PoseFrame, person_from_openpose134
 
@@ -53,12 +53,7 @@ class PoseModelError(ValueError):
 # sessions
 
 def _onnxruntime():
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError("DWPose extraction needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu "
-                                  "for CUDA)", name="onnxruntime") from error
-    return onnxruntime
+    return optional.onnxruntime()
 
 
 def select_providers(requested=None) -> list[str]:
@@ -82,7 +77,7 @@ def select_providers(requested=None) -> list[str]:
         missing = [name for name in chosen if name not in available]
         if missing:
             raise ValueError(f"onnxruntime provider(s) {missing} not available in this onnxruntime build "
-                             f"(available: {available}); install onnxruntime-gpu for CUDA, or use 'auto' or 'cpu'")
+                             f"(available: {available}); install onnxruntime-gpu for CUDA, or choose provider 'auto' or 'CPU'")
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -144,6 +139,7 @@ def letterbox(image: np.ndarray, input_hw: tuple[int, int] = (640, 640)) -> tupl
     new_w, new_h = int(width * r), int(height * r)
     padded = np.full((h_in, w_in, 3), YOLOX_PAD_VALUE, dtype=np.uint8)
     if new_w > 0 and new_h > 0:
+        cv2 = optional.opencv()
         padded[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32), r
 
@@ -386,6 +382,7 @@ class WholebodyPose:
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One crop: `(3, h, w)` float32 normalised (RGB) (written into `out` when given), its centre and scale."""
         center, scale = box_center_scale(box, self.input_wh)
+        cv2 = optional.opencv()
         crop = cv2.warpAffine(image_rgb, crop_matrix(center, scale, self.input_wh), self.input_wh,
                               flags=cv2.INTER_LINEAR)
         normalised = np.subtract(crop, POSE_MEAN, dtype=np.float32)

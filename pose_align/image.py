@@ -1,8 +1,9 @@
 """Input conditioning and output sizes (spec/pose.md §1.2, §1.8, §3.7), ControlNet conventions."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from .optional import opencv
 
 
 def hwc3(image: np.ndarray) -> np.ndarray:
@@ -41,6 +42,7 @@ def resize_for_detection(image: np.ndarray, resolution: int) -> np.ndarray:
     height, width = image.shape[:2]
     new_width, new_height = detection_size(width, height, resolution)
     k = float(resolution) / min(height, width)
+    cv2 = opencv()
     return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LANCZOS4 if k > 1 else cv2.INTER_AREA)
 
 

@@ -31,10 +31,12 @@ class ComfyServer:
     Args:
         base_dir: gets custom_nodes/<pack> (symlink to this repository), models/, input/, output/.
         python: interpreter of the host venv (default: the running one).
+        cpu: start ComfyUI with --cpu (the tests; the headless runner passes False when torch sees a GPU).
     """
 
-    def __init__(self, base_dir: str, python: str | None = None, pack_name: str = "musev_nodes"):
+    def __init__(self, base_dir: str, python: str | None = None, pack_name: str = "musev_nodes", cpu: bool = True):
         self.base_dir = base_dir
+        self.cpu = cpu
         self.python = python or sys.executable
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,9 +55,9 @@ class ComfyServer:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--base-directory", self.base_dir, "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
-             "--preview-method", "none"],
+            [self.python, "main.py"] + (["--cpu"] if self.cpu else []) +
+            ["--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", self.base_dir,
+             "--database-url", "sqlite:///:memory:", "--disable-api-nodes", "--preview-method", "none"],
             cwd=comfy, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:

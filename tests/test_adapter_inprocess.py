@@ -1,6 +1,7 @@
 """The ComfyUI adapter in-process on the thin SD1.5 model: injection, LoRA, samplers, progress, cancel, errors."""
 import json
 import os
+import re
 
 import pytest
 import safetensors.torch
@@ -145,10 +146,14 @@ def test_the_sampler_refuses_a_model_without_musev(env):
 
 def test_validate_inputs_messages():
     node = comfy_env.pack_module("nodes.sampler").MuseVParallelDenoiseSampler
-    assert node.VALIDATE_INPUTS(frames=24, context_frames=12, context_overlap=4, width=0, height=512) is True
-    assert "must be smaller than context_frames" in node.VALIDATE_INPUTS(frames=24, context_frames=4,
-                                                                          context_overlap=6)
-    assert "multiple of 8" in node.VALIDATE_INPUTS(width=100)
+    assert node.VALIDATE_INPUTS(context_frames=12, context_overlap=4) is True
+    assert node.VALIDATE_INPUTS(context_frames=4, context_overlap=6) == (
+        "context_overlap (6) must be smaller than context_frames (4): windows would never advance")
+    assert node.VALIDATE_INPUTS(context_frames=300, context_overlap=4) == (
+        "context_frames must be between 1 and 256, got 300")
+    assert node.VALIDATE_INPUTS(context_frames=12, context_overlap=-1) == (
+        "context_overlap must be between 0 and 255, got -1")
+    assert node.VALIDATE_INPUTS(context_frames=None, context_overlap=4) is True  # linked: unknown when queued
 
 
 def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
@@ -156,8 +161,12 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(env, shared_dir):
     checkpoint = comfy_env.pack_module("musev_core.checkpoint")
     released = json.load(open(os.path.join(shared_dir, "fixtures", "checkpoint_keys", "keys.json")))
     full_size = {k: torch.empty(s, device="meta") for k, s in released["musev"].items()}
-    with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL"):
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL") as err:
         musev_model.build_motion_patcher(env["model"], full_size, "musev/unet/diffusion_pytorch_model.safetensors")
+    # the thin test UNet has fewer positions: only the side that differs is named (no "lacks []")
+    assert "[]" not in str(err.value) and "has no module for" not in str(err.value)
+    assert re.search(r"does not fit this MODEL: the checkpoint has \d+ module\(s\) the UNet has no place for "
+                     r"\([\w.]+, [\w.]+, [\w.]+, \.\.\.\)\. MuseV needs an SD1.5 MODEL", str(err.value)), str(err.value)
     referencenet_unet = {k: torch.empty(s, device="meta") for k, s in released["musev_referencenet"].items()}
     with pytest.raises(checkpoint.CheckpointError, match="does not fit this MODEL"):
         musev_model.build_motion_patcher(env["model"], referencenet_unet, "musev_referencenet/unet/x.safetensors")

@@ -107,3 +107,19 @@ def test_workflow_queued_from_the_page_succeeds(page, server, shared_dir, name):
     image = server.upload_image(os.path.join(shared_dir, "data", "images", "The-Laughing-Cavalier.jpg"))
     status = page.evaluate(QUEUE, tiny_ui(name, server, image))
     assert status is not None and status["status_str"] == "success", status
+
+
+LABELS = """async (graph) => {
+    const app = window.app;
+    await app.loadGraphData(graph);
+    const node = app.graph.nodes.find(n => n.type === 'LoadMuseVUNet');
+    const widget = node.widgets.find(w => w.name === 'unet_name');
+    const sampler = app.graph.nodes.find(n => n.type === 'MuseVParallelDenoiseSampler');
+    const overlap = sampler.widgets.find(w => w.name === 'context_overlap');
+    return {unet: widget.label ?? null, overlap: overlap.label ?? null};
+}"""
+
+
+def test_long_input_names_show_short_labels_in_the_page(page):
+    labels = page.evaluate(LABELS, load_ui("image2video"))
+    assert labels == {"unet": "unet", "overlap": "overlap"}, labels

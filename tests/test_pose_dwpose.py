@@ -295,3 +295,13 @@ def test_provider_selection():
     if "CUDAExecutionProvider" not in available:
         with pytest.raises(ValueError, match="CUDAExecutionProvider.*not available"):
             select_providers("cuda")
+
+
+def test_an_unavailable_provider_names_the_nodes_options():
+    from pose_align.dwpose import select_providers
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError) as error:
+        select_providers("cuda")
+    assert str(error.value).endswith("install onnxruntime-gpu for CUDA, or choose provider 'auto' or 'CPU'")

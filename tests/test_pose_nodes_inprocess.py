@@ -52,7 +52,9 @@ def test_wrong_onnx_file_is_named_with_what_is_wrong(pose_env):
     with pytest.raises(dwpose.PoseModelError) as err:
         extract(pose_env, detector="pose_blob", pose="pose_blob")
     message = str(err.value)
-    assert message.startswith("dw-ll_ucoco_384_blob.onnx: expected a YOLOX detector"), message
+    # the node's display name first (the pack's errors name the node; their type is MuseV.PoseModelError)
+    assert message.startswith("MuseV DWPose Extract: dw-ll_ucoco_384_blob.onnx: expected a YOLOX detector"), message
+    assert type(err.value).__module__ == "MuseV"
 
 
 def test_align_follows_the_reference_and_reports_missing_frames(pose_env):

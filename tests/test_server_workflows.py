@@ -118,32 +118,78 @@ def test_workflow_makes_an_mp4(server, uploads, name, expected_frames):
     videos = [item for item in comfy_server.saved_files(history) if item["filename"].endswith(".mp4")]
     assert len(videos) == 1, history["outputs"]
     assert videos[0]["subfolder"] == "musev"
-    frames = video_frames(server.view(videos[0]))
+    data = server.view(videos[0])
+    frames = video_frames(data)
     assert len(frames) == expected_frames
     assert frames[0].shape == (SIZE, SIZE, 3)
+    # video workflows play at the input video's rate (the excerpts are 24 fps), the others at Create Video's 12
+    with av.open(io.BytesIO(data)) as container:
+        fps = container.streams.video[0].average_rate
+    assert fps == (24 if name in ("pose2video", "pose2video_align", "video2video") else 12), fps
+    if name == "pose2video_align":  # the Pose Align report is shown (Preview Any's text)
+        texts = [output["text"] for output in history["outputs"].values() if "text" in output]
+        assert len(texts) == 1 and texts[0][0].startswith("12 frames aligned (robust); scales from frame 0: "), texts
 
 
-def test_bad_inputs_are_refused_at_queue_time(server, uploaded_image):
-    prompt = for_tiny_models(load_api("image2video"), server, uploaded_image)
-    sampler_id = [k for k, v in prompt.items() if v["class_type"] == "MuseVParallelDenoiseSampler"][0]
-    prompt[sampler_id]["inputs"]["context_overlap"] = 12
+def node_id(prompt, class_type):
+    return [k for k, v in prompt.items() if v["class_type"] == class_type][0]
+
+
+def queue_errors(server, prompt):
+    """Queue a prompt that must be refused; its node_errors as {node id: [(input name, type, details), ...]}."""
     status, body = server.queue(prompt)
-    assert status == 400
-    errors = body["node_errors"][sampler_id]["errors"]
-    assert errors[0]["type"] == "custom_validation_failed"
-    assert "context_overlap (12) must be smaller than context_frames (12)" in errors[0]["details"]
+    assert status == 400, body
+    return {node: [(e["extra_info"].get("input_name"), e["type"], e["details"]) for e in entry["errors"]]
+            for node, entry in body["node_errors"].items()}
 
-    prompt = for_tiny_models(load_api("image2video"), server, uploaded_image)
-    loader_id = [k for k, v in prompt.items() if v["class_type"] == "LoadMuseVUNet"][0]
-    prompt[loader_id]["inputs"]["unet_name"] = "missing/unet.safetensors"
-    status, body = server.queue(prompt)
-    assert status == 400 and body["node_errors"][loader_id]["errors"][0]["type"] == "value_not_in_list"
 
+def test_bad_inputs_are_refused_at_queue_time_once_under_their_input(server, uploaded_image):
+    """Every entry of node_errors is checked: one message per problem, under the input it is about (the one
+    two-input rule is reported under both of its inputs, which is how ComfyUI attaches VALIDATE_INPUTS results)."""
+    def refused(changes, class_type="MuseVParallelDenoiseSampler", workflow="image2video"):
+        prompt = for_tiny_models(load_api(workflow), server, uploaded_image)
+        target = node_id(prompt, class_type)
+        prompt[target]["inputs"].update(changes)
+        errors = queue_errors(server, prompt)
+        assert list(errors) == [target], errors
+        return errors[target]
+
+    overlap = "context_overlap (12) must be smaller than context_frames (12): windows would never advance"
+    assert sorted(refused({"context_overlap": 12})) == [
+        ("context_frames", "custom_validation_failed", f"context_frames - {overlap}"),
+        ("context_overlap", "custom_validation_failed", f"context_overlap - {overlap}")]
+    too_long = "context_frames must be between 1 and 256, got 300"
+    assert sorted(refused({"context_frames": 300})) == [
+        ("context_frames", "custom_validation_failed", f"context_frames - {too_long}"),
+        ("context_overlap", "custom_validation_failed", f"context_overlap - {too_long}")]
+    # declared maximums hold (frames 5000 / 10^9 / = context_frames = 2000 used to run until memory ran out)
+    assert refused({"frames": 5000}) == [("frames", "value_bigger_than_max", "frames")]
+    assert refused({"frames": 10 ** 9}) == [("frames", "value_bigger_than_max", "frames")]
+    assert sorted(refused({"frames": 2000, "context_frames": 2000})) == [
+        ("context_frames", "custom_validation_failed", "context_frames - context_frames must be between 1 and 256, "
+                                                       "got 2000"),
+        ("context_overlap", "custom_validation_failed", "context_overlap - context_frames must be between 1 and "
+                                                        "256, got 2000")]  # 2000 frames alone are fine
+    assert refused({"frames": 0}) == [("frames", "value_smaller_than_min", "frames")]
+    assert refused({"width": 8200}) == [("width", "value_bigger_than_max", "width")]
+    # non-finite floats (they used to give a black video reported as success)
+    for name in ("cfg", "motion_speed", "w_ind_noise", "img_weight", "denoise"):
+        assert refused({name: float("nan")}) == [(name, "value_smaller_than_min", name)]
+    assert refused({"cfg": float("inf")}) == [("cfg", "value_bigger_than_max", "cfg")]
+    assert refused({"img_weight": float("-inf")}) == [("img_weight", "value_smaller_than_min", "img_weight")]
+    assert refused({"scale": float("nan")}, "MuseVIPAdapterEmbed", "image2video_referencenet") == [
+        ("scale", "value_smaller_than_min", "scale")]
+    assert refused({"unet_name": "missing/unet.safetensors"}, "LoadMuseVUNet")[0][:2] == (
+        "unet_name", "value_not_in_list")
+
+
+def test_width_not_a_multiple_of_8_is_a_clear_error(server, uploaded_image):
     prompt = for_tiny_models(load_api("image2video"), server, uploaded_image)
-    prompt[sampler_id]["inputs"]["frames"] = 0
-    status, body = server.queue(prompt)
-    assert status == 400
-    assert body["node_errors"][sampler_id]["errors"][0]["details"].endswith("frames must be at least 1, got 0")
+    prompt[node_id(prompt, "MuseVParallelDenoiseSampler")]["inputs"]["width"] = 100
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "error"
+    assert comfy_server.error_message(history).strip().endswith(
+        "width must be 0 (= the condition's size) or a multiple of 8 pixels, got 100")
 
 
 def test_size_mismatch_is_a_clear_error_not_a_traceback(server, uploaded_image):
@@ -175,3 +221,23 @@ def test_cancel_during_sampling_leaves_the_server_healthy(server, uploaded_image
     assert any(event == "execution_interrupted" for event, _ in history["status"]["messages"])
     after = server.run(for_tiny_models(load_api("image2video"), server, uploaded_image))
     assert after["status"]["status_str"] == "success"
+
+
+def execution_error(history: dict) -> dict:
+    return [data for event, data in history["status"]["messages"] if event == "execution_error"][0]
+
+
+def test_pack_errors_name_the_pack_and_node_not_the_servers_paths(server, uploads):
+    """A pack error's type is `MuseV.<Class>` (not the pack's absolute folder) and its message names the node."""
+    prompt = for_tiny_models(load_api("pose2video_align"), server, uploads)
+    pose = [k for k, v in prompt.items() if v["_meta"]["title"] == "Character pose"][0]
+    inputs = prompt[pose]["inputs"]
+    inputs["bbox_detector"], inputs["pose_estimator"] = inputs["pose_estimator"], inputs["bbox_detector"]
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "error"
+    error = execution_error(history)
+    assert error["exception_type"] == "MuseV.PoseModelError"
+    assert error["node_id"] == pose and error["node_type"] == "MuseVDWPoseExtract"
+    assert error["exception_message"].startswith(
+        f"MuseV DWPose Extract: {server.models['dwpose_pose']}: expected a YOLOX detector"), error["exception_message"]
+    assert os.sep + "custom_nodes" not in error["exception_type"]

@@ -14,17 +14,51 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = os.path.join(REPO, "workflows")
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
-MUSEV_UNET = "musev/unet/diffusion_pytorch_model.safetensors"
-REFERENCENET_UNET = "musev_referencenet/unet/diffusion_pytorch_model.safetensors"
-REFERENCENET = "musev_referencenet/referencenet/diffusion_pytorch_model.safetensors"
+# names as in the Hugging Face repo TMElyralab/MuseV, folder motion/ (MuseV ships its UNets as .bin files)
+MUSEV_UNET = "musev/unet/diffusion_pytorch_model.bin"
+REFERENCENET_UNET = "musev_referencenet/unet/diffusion_pytorch_model.bin"
+REFERENCENET = "musev_referencenet/referencenet/diffusion_pytorch_model.bin"
 IMAGE_PROJ = "musev_referencenet/ip_adapter_image_proj.bin"
 CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
-REFERENCENET_POSE_UNET = "musev_referencenet_pose/unet/diffusion_pytorch_model.safetensors"
+REFERENCENET_POSE_UNET = "musev_referencenet_pose/unet/diffusion_pytorch_model.bin"
 IMAGE_PROJ_POSE = "musev_referencenet_pose/ip_adapter_image_proj.bin"
 CONTROLNET_OPENPOSE = "control_v11p_sd15_openpose.pth"
 DWPOSE_DETECTOR = "yolox_l.onnx"
 DWPOSE_POSE = "dw-ll_ucoco_384.onnx"
 IPADAPTER_PLUS_SD15 = "ip-adapter_sd15.safetensors"  # ComfyUI_IPAdapter_plus's plain SD1.5 model (models/ipadapter)
+MUSEPOSE_FILES = ("denoising_unet.pth", "reference_unet.pth", "pose_guider.pth", "motion_module.pth")
+
+_HF = "https://huggingface.co"
+#: (ComfyUI model folder, file name as the widget holds it) -> download URL. The page's missing-models dialog lists
+#: a node's `properties.models` entries whose file is not in the folder (ComfyUI_frontend app.loadGraphData).
+MODEL_URLS = {
+    ("checkpoints", SD15_CHECKPOINT):
+        f"{_HF}/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/{SD15_CHECKPOINT}",
+    ("musev", MUSEV_UNET): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{MUSEV_UNET}",
+    ("musev", REFERENCENET_UNET): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{REFERENCENET_UNET}",
+    ("musev", REFERENCENET): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{REFERENCENET}",
+    ("musev", IMAGE_PROJ): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{IMAGE_PROJ}",
+    ("musev", REFERENCENET_POSE_UNET): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{REFERENCENET_POSE_UNET}",
+    ("musev", IMAGE_PROJ_POSE): f"{_HF}/TMElyralab/MuseV/resolve/main/motion/{IMAGE_PROJ_POSE}",
+    # the IP-Adapter image encoder (OpenCLIP ViT-H/14) under the name IPAdapter_plus users already have
+    ("clip_vision", CLIP_VISION): f"{_HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors",
+    ("controlnet", CONTROLNET_OPENPOSE): f"{_HF}/lllyasviel/ControlNet-v1-1/resolve/main/{CONTROLNET_OPENPOSE}",
+    ("dwpose", DWPOSE_DETECTOR): f"{_HF}/yzd-v/DWPose/resolve/main/{DWPOSE_DETECTOR}",
+    ("dwpose", DWPOSE_POSE): f"{_HF}/yzd-v/DWPose/resolve/main/{DWPOSE_POSE}",
+    **{("musepose", name): f"{_HF}/TMElyralab/MusePose/resolve/main/MusePose/{name}" for name in MUSEPOSE_FILES},
+    ("ipadapter", IPADAPTER_PLUS_SD15): f"{_HF}/h94/IP-Adapter/resolve/main/models/{IPADAPTER_PLUS_SD15}",
+}
+#: model widgets per node type -> the ComfyUI model folder they list
+MODEL_WIDGETS = {
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
+    "LoadMuseVUNet": {"unet_name": "musev"},
+    "MuseVReferenceNetEncode": {"referencenet_name": "musev"},
+    "MuseVIPAdapterEmbed": {"image_proj_name": "musev"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "ControlNetLoader": {"control_net_name": "controlnet"},
+    "MuseVDWPoseExtract": {"bbox_detector": "dwpose", "pose_estimator": "dwpose"},
+    "IPAdapterModelLoader": {"ipadapter_file": "ipadapter"},
+}
 POSE_VIDEO = "video1_girl_poseseq.mp4"
 DANCE_VIDEO = "musepose_dance.mp4"
 CHARACTER_IMAGE = "musepose_ref.png"
@@ -47,7 +81,8 @@ MODELS_NOTE = (
     "fantasticmix_v10); LoRAs via Load LoRA work.\n"
     f"- models/musev/{MUSEV_UNET}: MuseV motion UNet from huggingface.co/TMElyralab/MuseV (its motion/musev/unet "
     "folder; copy motion/* into models/musev/).\n"
-    "The VAE comes from the checkpoint (MuseV used sd-vae-ft-mse; swap in with Load VAE if you like).")
+    "The VAE comes from the checkpoint (MuseV used sd-vae-ft-mse; swap in with Load VAE if you like).\n"
+    "The seed changes after every run (control after generate: randomize); set it to fixed to repeat a video.")
 
 # widget names per node type, in the order the page stores widgets_values (frontend-only widgets as None)
 WIDGETS = {
@@ -68,6 +103,8 @@ WIDGETS = {
     "MuseVReferenceNetEncode": ["referencenet_name", "width", "height"],
     "LoadVideo": ["file", None],  # + the page's upload button
     "GetVideoComponents": [],
+    "GetImageSize": [],
+    "PreviewAny": ["preview"],  # the page's own text widget; its Export (API) writes it too (ComfyUI ignores it)
     "ImageFromBatch": ["batch_index", "length"],
     "ImageBatch": [],
     "ControlNetLoader": ["control_net_name"],
@@ -98,6 +135,8 @@ SOCKETS = {
                                      ("ip_tokens", "MUSEV_IP_TOKENS"), ("video", "LATENT")], [("latent", "LATENT")]),
     "LoadVideo": ([], [("VIDEO", "VIDEO")]),
     "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "GetImageSize": ([("image", "IMAGE")], [("width", "INT"), ("height", "INT"), ("batch_size", "INT")]),
+    "PreviewAny": ([("source", "*")], []),
     "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
     "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
     "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")]),
@@ -130,7 +169,8 @@ TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load Mu
           "MuseVReferenceNetEncode": "MuseV ReferenceNet Encode", "LoadVideo": "Load Video",
           "GetVideoComponents": "Get Video Components", "ImageFromBatch": "ImageFromBatch",
           "ImageBatch": "Batch Images", "ControlNetLoader": "Load ControlNet Model",
-          "ControlNetApplyAdvanced": "Apply ControlNet", "MuseVDWPoseExtract": "MuseV DWPose Extract",
+          "ControlNetApplyAdvanced": "Apply ControlNet", "GetImageSize": "Get Image Size",
+          "PreviewAny": "Preview Any", "MuseVDWPoseExtract": "MuseV DWPose Extract",
           "MuseVPoseAlign": "MuseV Pose Align", "IPAdapterModelLoader": "IPAdapter Model Loader",
           "IPAdapterAdvanced": "IPAdapter Advanced"}
 VIRTUAL = {"Note"}
@@ -152,16 +192,22 @@ class Graph:
         widget_values = []
         for name in WIDGETS[kind]:
             if name is None:  # frontend-only widget: seed's "control after generate", LoadImage's upload button
-                widget_values.append("fixed" if kind != "LoadImage" else "image")
+                # a new seed after every run, as ComfyUI's own templates ship (the API twin keeps the seed)
+                widget_values.append("randomize" if kind != "LoadImage" else "image")
             else:
                 widget_values.append(values[name])
         inputs, outputs = SOCKETS[kind]
+        properties = {"Node name for S&R": kind}
+        models = [{"name": values[widget], "url": MODEL_URLS[(folder, values[widget])], "directory": folder}
+                  for widget, folder in MODEL_WIDGETS.get(kind, {}).items() if (folder, values[widget]) in MODEL_URLS]
+        if models:
+            properties["models"] = models
         self.nodes.append({
             "id": node_id, "type": kind, "pos": list(pos), "size": list(size), "flags": {}, "order": node_id - 1,
             "mode": 0, "title": title,
             "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
-            "properties": {"Node name for S&R": kind}, "widgets_values": widget_values,
+            "properties": properties, "widgets_values": widget_values,
         })
         return node_id
 
@@ -169,7 +215,12 @@ class Graph:
         link_id = len(self.links) + 1
         src, dst = self.nodes[source - 1], self.nodes[target - 1]
         kind = src["outputs"][slot]["type"]
-        dst_slot = [i for i, s in enumerate(dst["inputs"]) if s["name"] == input_name][0]
+        slots = [i for i, s in enumerate(dst["inputs"]) if s["name"] == input_name]
+        if not slots:  # a widget driven by a link: the page saves it as an input with a `widget` entry
+            assert input_name in WIDGETS[dst["type"]], (dst["type"], input_name)
+            dst["inputs"].append({"name": input_name, "type": kind, "widget": {"name": input_name}, "link": None})
+            slots = [len(dst["inputs"]) - 1]
+        dst_slot = slots[0]
         dst["inputs"][dst_slot]["link"] = link_id
         src["outputs"][slot]["links"].append(link_id)
         self.links.append([link_id, source, slot, target, dst_slot, kind])
@@ -206,12 +257,18 @@ class Graph:
 
 
 def _video_tail(g: Graph, model: int, positive: int, negative: int, ckpt: int, condition: int | None, frames: int,
-                prefix: str, x: int, positive_slot: int = 0, negative_slot: int = 0) -> int:
+                prefix: str, x: int, positive_slot: int = 0, negative_slot: int = 0, frames_from: int | None = None,
+                fps_from: int | None = None) -> int:
+    """Sampler -> VAE Decode -> Create Video -> Save Video. `frames_from`: a Get Image Size node whose batch_size
+    drives the sampler's frames (so one input decides the length); `fps_from`: a Get Video Components node whose fps
+    drives Create Video (the output plays at the input video's rate)."""
     sampler = g.add("MuseVParallelDenoiseSampler", {
         "frames": frames, "seed": 1234, "steps": 10, "cfg": 3.5, "sampler_name": "euler", "scheduler": "normal",
         "context_frames": 12, "context_overlap": 4, "fuse_method": "flat", "motion_speed": 8.0, "w_ind_noise": 0.5,
         "img_weight": 0.001, "denoise": 1.0, "width": 0, "height": 0}, pos=(x, 80), size=(340, 470))
     g.connect(model, 0, sampler, "model")
+    if frames_from is not None:
+        g.connect(frames_from, 2, sampler, "frames")
     g.connect(positive, positive_slot, sampler, "positive")
     g.connect(negative, negative_slot, sampler, "negative")
     if condition is not None:
@@ -221,6 +278,8 @@ def _video_tail(g: Graph, model: int, positive: int, negative: int, ckpt: int, c
     g.connect(ckpt, 2, decode, "vae")
     video = g.add("CreateVideo", {"fps": 12.0}, pos=(x + 380, 180), size=(270, 80))
     g.connect(decode, 0, video, "images")
+    if fps_from is not None:
+        g.connect(fps_from, 2, video, "fps")
     save = g.add("SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"}, pos=(x + 380, 300),
                  size=(320, 360))
     g.connect(video, 0, save, "video")
@@ -229,7 +288,7 @@ def _video_tail(g: Graph, model: int, positive: int, negative: int, ckpt: int, c
 
 def _loaders(g: Graph, positive_text: str, unet_name: str = MUSEV_UNET):
     ckpt = g.add("CheckpointLoaderSimple", {"ckpt_name": SD15_CHECKPOINT}, pos=(20, 80), size=(330, 100))
-    musev = g.add("LoadMuseVUNet", {"unet_name": unet_name}, pos=(380, 20), size=(380, 60))
+    musev = g.add("LoadMuseVUNet", {"unet_name": unet_name}, pos=(380, 20), size=(410, 60))
     g.connect(ckpt, 0, musev, "model")
     positive = g.add("CLIPTextEncode", {"text": positive_text}, pos=(380, 120), size=(380, 160), title="Prompt")
     g.connect(ckpt, 1, positive, "clip")
@@ -369,7 +428,10 @@ def image2video_ipadapter_plus() -> Graph:
 
 
 def _video_frames(g: Graph, file: str, first: int, count: int, width: int, height: int, pos, title: str):
-    """Load Video -> frames [first, first + count) -> centre-crop resize; returns the ImageScale node."""
+    """Load Video -> frames [first, first + count) (fewer when the video is shorter) -> centre-crop resize.
+
+    Returns (ImageScale node, Get Video Components node): the scaled frames, and the source of the video's fps.
+    """
     video = g.add("LoadVideo", {"file": file}, pos=pos, size=(320, 300))
     parts = g.add("GetVideoComponents", pos=(pos[0], pos[1] + 330), size=(250, 70))
     g.connect(video, 0, parts, "video")
@@ -379,7 +441,21 @@ def _video_frames(g: Graph, file: str, first: int, count: int, width: int, heigh
     scale = g.add("ImageScale", {"upscale_method": "lanczos", "width": width, "height": height, "crop": "center"},
                   pos=(pos[0] + 360, pos[1] + 130), size=(270, 130), title="Video size (center crop)")
     g.connect(pick, 0, scale, "image")
-    return scale
+    return scale, parts
+
+
+def _frame_count(g: Graph, images: int, pos, after_first: bool = False) -> tuple[int, int]:
+    """Get Image Size of `images` (or of all but its first frame): its batch_size drives the sampler's frames.
+
+    Returns (Get Image Size node, the node whose frames it counts)."""
+    if after_first:  # ImageFromBatch clamps the length to what is there: 4096 = "all the rest"
+        rest = g.add("ImageFromBatch", {"batch_index": 1, "length": 4096}, pos=pos, size=(270, 90),
+                     title="All frames after the first")
+        g.connect(images, 0, rest, "image")
+        images, pos = rest, (pos[0], pos[1] + 130)
+    size = g.add("GetImageSize", pos=pos, size=(250, 90), title="Frames to generate")
+    g.connect(images, 0, size, "image")
+    return size, images
 
 
 def _controlnet(g: Graph, positive: int, negative: int, hints: int, pos) -> int:
@@ -392,6 +468,9 @@ def _controlnet(g: Graph, positive: int, negative: int, hints: int, pos) -> int:
     g.connect(hints, 0, apply, "image")
     return apply
 
+
+LENGTH_NOTE = ("Length: set it once, in the 'length' of the frames-used node (video frame 0 pairs with the "
+               "condition frame; a shorter video gives fewer frames). The video plays at the input video's fps.")
 
 POSE_NOTE = (
     f"- models/controlnet/{CONTROLNET_OPENPOSE}: the SD1.5 OpenPose ControlNet (lllyasviel/ControlNet-v1-1), as "
@@ -411,10 +490,12 @@ def pose2video() -> Graph:
     condition, image = _image_condition(g, ckpt, 512, 768, with_image=True, image_name=POSE_VIDEO_CHARACTER)
     ip, reference = _reference_nodes(g, ckpt, image, IMAGE_PROJ_POSE)
     # pose video frame 0 pairs with the condition frame, frames 1..12 with the generated ones (MuseV §5)
-    hints = _video_frames(g, POSE_VIDEO, 0, frames + 1, 512, 768, (20, 1200), "Pose frames 0-12")
+    hints, parts = _video_frames(g, POSE_VIDEO, 0, frames + 1, 512, 768, (20, 1200),
+                                 "Pose frames used (sets the length)")
+    count, _ = _frame_count(g, hints, (720, 1200), after_first=True)
     control = _controlnet(g, positive, negative, hints, (800, 700))
     sampler = _video_tail(g, musev, control, control, ckpt, condition, frames, "musev/pose2video", 1200,
-                          positive_slot=0, negative_slot=1)
+                          positive_slot=0, negative_slot=1, frames_from=count, fps_from=parts)
     g.connect(reference, 0, sampler, "reference")
     g.connect(ip, 0, sampler, "ip_tokens")
     note = ("Models this workflow needs (MuseV's pose model):\n"
@@ -423,7 +504,7 @@ def pose2video() -> Graph:
             f"models/musev/{REFERENCENET}: huggingface.co/TMElyralab/MuseV, motion/.\n"
             f"- models/clip_vision/{CLIP_VISION}: the IP-Adapter image encoder (ViT-H/14).\n" + POSE_NOTE +
             f"\nThe pose video {POSE_VIDEO} (already OpenPose renders) is used as hints directly. With the plain "
-            "musev UNet, delete the IP-Adapter and ReferenceNet nodes.")
+            "musev UNet, delete the IP-Adapter and ReferenceNet nodes.\n" + LENGTH_NOTE)
     g.add("Note", {"text": note}, pos=(20, 1700), size=(740, 300))
     return g
 
@@ -442,7 +523,9 @@ def pose2video_align() -> Graph:
               "provider": "auto"}
     character_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(20, 900), size=(330, 290), title="Character pose")
     g.connect(image, 0, character_pose, "image")
-    dance = _video_frames(g, DANCE_VIDEO, 0, frames, 512, 768, (20, 1250), "Dance frames 0-11")
+    dance, parts = _video_frames(g, DANCE_VIDEO, 0, frames, 512, 768, (20, 1250),
+                                 "Dance frames used (sets the length)")
+    count, _ = _frame_count(g, dance, (380, 1640))
     video_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(720, 1250), size=(330, 290), title="Dance poses")
     g.connect(dance, 0, video_pose, "image")
     align = g.add("MuseVPoseAlign", {"align_frame": 0, "max_frame": 0, "mode": "robust", "output_height": 768,
@@ -455,12 +538,17 @@ def pose2video_align() -> Graph:
     g.connect(character_pose, 0, hints, "image1")
     g.connect(align, 0, hints, "image2")
     control = _controlnet(g, positive, negative, hints, (800, 700))
+    report = g.add("PreviewAny", {"preview": ""}, pos=(1440, 1350), size=(330, 200), title="Pose Align report")
+    g.connect(align, 2, report, "source")
     _video_tail(g, musev, control, control, ckpt, condition, frames, "musev/pose2video_align", 1200,
-                positive_slot=0, negative_slot=1)
+                positive_slot=0, negative_slot=1, frames_from=count, fps_from=parts)
     g.add("Note", {"text": MODELS_NOTE + "\n" + POSE_NOTE + "\nLoad Video decodes the whole file (a 12 s 1080p "
                    "clip is several GB as IMAGE): trim long videos first." + f"\n- models/dwpose/{DWPOSE_DETECTOR} and "
                    f"models/dwpose/{DWPOSE_POSE}: DWPose's ONNX files (yzd-v/DWPose, as comfyui_controlnet_aux "
-                   "uses). Any POSE_KEYPOINT source works for Pose Align (e.g. comfyui_controlnet_aux's DWPose)."},
+                   "uses). Any POSE_KEYPOINT source works for Pose Align (e.g. comfyui_controlnet_aux's DWPose).\n"
+                   "Length: the 'length' of 'Dance frames used' (one generated frame per dance frame). The Pose Align "
+                   "report (frames without a person or with missing keypoints) shows in 'Pose Align report'. The "
+                   "video plays at the dance video's fps."},
           pos=(20, 1700), size=(740, 260))
     return g
 
@@ -470,25 +558,26 @@ def video2video() -> Graph:
     g = Graph("video2video", "MuseV video2video: an RGB video's frames, noised, are the start; the first frame is "
                              "the condition. Lower denoise keeps more of the video.")
     ckpt, musev, positive, negative = _loaders(g, PROMPT_PORTRAIT)
-    clip = _video_frames(g, DANCE_VIDEO, 0, frames + 1, 512, 768, (20, 520), "Video frames 0-12")
+    clip, parts = _video_frames(g, DANCE_VIDEO, 0, frames + 1, 512, 768, (20, 520),
+                                "Video frames used (sets the length)")
     first = g.add("ImageFromBatch", {"batch_index": 0, "length": 1}, pos=(380, 900), size=(270, 90),
                   title="Condition: frame 0")
     g.connect(clip, 0, first, "image")
     condition = g.add("VAEEncode", pos=(380, 1030), size=(210, 50), title="Condition frame")
     g.connect(first, 0, condition, "pixels")
     g.connect(ckpt, 2, condition, "vae")
-    rest = g.add("ImageFromBatch", {"batch_index": 1, "length": frames}, pos=(680, 900), size=(270, 90),
-                 title="Frames 1-12")
-    g.connect(clip, 0, rest, "image")
-    start = g.add("VAEEncode", pos=(680, 1030), size=(210, 50), title="Video latents (start)")
+    count, rest = _frame_count(g, clip, (680, 900), after_first=True)
+    start = g.add("VAEEncode", pos=(680, 1160), size=(210, 50), title="Video latents (start)")
     g.connect(rest, 0, start, "pixels")
     g.connect(ckpt, 2, start, "vae")
-    sampler = _video_tail(g, musev, positive, negative, ckpt, condition, frames, "musev/video2video", 1000)
+    sampler = _video_tail(g, musev, positive, negative, ckpt, condition, frames, "musev/video2video", 1000,
+                          frames_from=count, fps_from=parts)
     g.connect(start, 0, sampler, "video")
     sampler_node = g.nodes[sampler - 1]
     sampler_node["widgets_values"][WIDGETS["MuseVParallelDenoiseSampler"].index("denoise")] = 0.7
     g.add("Note", {"text": MODELS_NOTE + "\nOutput: frame 0 + 12 frames redrawn from the video (denoise 0.7; 1.0 "
-                                         "is MuseV's own behaviour, which ignores its strength setting)."},
+                                         "is MuseV's own behaviour, which ignores its strength setting).\n" +
+                   LENGTH_NOTE},
           pos=(20, 1200), size=(700, 190))
     return g
 
