@@ -9,8 +9,8 @@ import comfy.samplers
 import comfy.utils
 
 from . import model_folders
-from .musepose_model import is_musepose_model, load_denoising_model, load_reference_unet, encode_reference, \
-    pose_features
+from .musepose_model import is_musepose_model, load_denoising_model, pose_features
+from .musepose_reference import encode_reference, load_reference_unet
 from .musepose_sampling import (MUSEPOSE_SAMPLER, MUSEPOSE_SCHEDULER, check_settings, musepose_ddim_sampler,
                                 musepose_sample, musepose_trailing_sigmas, sampler_and_sigmas)
 from ..musev_core.musepose.schedule import (DEFAULT_CFG, DEFAULT_CONTEXT_FRAMES, DEFAULT_CONTEXT_OVERLAP,

@@ -105,8 +105,8 @@ def test_reference_node_runs_the_adapter_on_the_vae_mean(folder, mp_nodes, parit
     context = data["clip_image_embeds"][:, None]
     reference = mp_nodes.MusePoseReferenceEncode().encode(FILES["reference_unet"], vae, image.movedim(1, -1),
                                                           [[context, {}]])[0]
-    patcher = adapter.load_reference_unet(str(folder / FILES["reference_unet"]))[0]
-    expected = adapter.encode_reference(patcher, data["ref_image_latents"], context)
+    patcher = comfy_env.pack_module("nodes.musepose_reference").load_reference_unet(str(folder / FILES["reference_unet"]))[0]
+    expected = comfy_env.pack_module("nodes.musepose_reference").encode_reference(patcher, data["ref_image_latents"], context)
     assert reference.latent_hw == (16, 16)
     assert set(reference.features) == {pair["writer"] for pair in parity["report"]["bank_pairs"]}
     for name, tensor in expected.features.items():

@@ -56,7 +56,7 @@ def parity(comfy, shared_dir):
     path = lambda name: os.path.join(root, f"tiny_{name}.safetensors")
     model, info = adapter.load_denoising_model(path("denoising_unet"), path("motion_module"), path("pose_guider"),
                                                norm_num_groups=groups)
-    reference, reference_info = adapter.load_reference_unet(path("reference_unet"), norm_num_groups=groups)
+    reference, reference_info = comfy_env.pack_module("nodes.musepose_reference").load_reference_unet(path("reference_unet"), norm_num_groups=groups)
     return {"root": root, "report": report, "configs": configs, "model": model, "info": info,
             "reference": reference, "reference_info": reference_info, "adapter": adapter}
 
@@ -118,9 +118,9 @@ def test_reference_bank_matches_reference(parity, fixture_file):
     adapter = parity["adapter"]
     data = load(parity, fixture_file)
     context = data["clip_image_embeds"][:, None]  # one token, the cond half of [zeros; embeds]
-    exact = adapter.encode_reference(parity["reference"], data["ref_image_latents"], context,
+    exact = comfy_env.pack_module("nodes.musepose_reference").encode_reference(parity["reference"], data["ref_image_latents"], context,
                                      round_to_float16=False)
-    rounded = adapter.encode_reference(parity["reference"], data["ref_image_latents"], context)
+    rounded = comfy_env.pack_module("nodes.musepose_reference").encode_reference(parity["reference"], data["ref_image_latents"], context)
     assert exact.latent_hw == tuple(data["ref_image_latents"].shape[-2:])
     for pair in parity["report"]["bank_pairs"]:
         name, index = pair["writer"], pair["bank_index"]
@@ -192,7 +192,7 @@ def pipeline_run(parity):
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_recorder", recorder)
     embeds = data["clip_image_embeds"][:, None]
     positive, negative = [[embeds, {}]], [[torch.zeros_like(embeds), {}]]
-    reference = adapter.encode_reference(parity["reference"], data["ref_image_latents"], embeds)
+    reference = comfy_env.pack_module("nodes.musepose_reference").encode_reference(parity["reference"], data["ref_image_latents"], embeds)
     pose = adapter.pose_features(model, data["pose_images"][0].permute(1, 2, 3, 0) / 255)
     sampler, sigmas = sampling.sampler_and_sigmas(model, sampling.MUSEPOSE_SAMPLER, sampling.MUSEPOSE_SCHEDULER,
                                                   settings["steps"])

@@ -2,9 +2,11 @@
 
     python workflows/run_headless.py image2video --image photo.jpg [--models-dir /path/to/ComfyUI/models]
     python workflows/run_headless.py pose2video --image character.png --video poses.mp4
+    python workflows/run_headless.py musepose_pose2video --image character.png --video dance.mp4
 
 With the real models in `--models-dir` (models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors or --checkpoint,
-models/musev/musev/unet/diffusion_pytorch_model.safetensors) it runs the workflow as shipped. Without them it
+models/musev/musev/unet/diffusion_pytorch_model.safetensors; for MusePose the four files in models/musepose/)
+it runs the workflow as shipped. Without them it
 generates a TINY DEMO model set (random weights: the video is noise) and runs at 128x128 px with 4 steps, to show
 the whole path works. Needs $COMFYUI_DIR (workflows/demo.sh sets everything up).
 """
@@ -26,9 +28,12 @@ import comfy_server  # noqa: E402
 import workflow_graphs  # noqa: E402
 
 
-def real_models_present(models_dir: str | None, checkpoint: str) -> bool:
+def real_models_present(models_dir: str | None, checkpoint: str, workflow: str = "image2video") -> bool:
     if not models_dir:
         return False
+    if workflow.startswith("musepose"):
+        return all(os.path.isfile(os.path.join(models_dir, "musepose", name))
+                   for name in workflow_graphs.MUSEPOSE_FILES.values())
     return (os.path.isfile(os.path.join(models_dir, "checkpoints", checkpoint))
             and os.path.isfile(os.path.join(models_dir, "musev", workflow_graphs.MUSEV_UNET)))
 
@@ -47,7 +52,7 @@ def main() -> int:
 
     with open(os.path.join(REPO, "workflows", f"{args.workflow}_api.json")) as f:
         prompt = json.load(f)
-    real = real_models_present(args.models_dir, args.checkpoint)
+    real = real_models_present(args.models_dir, args.checkpoint, args.workflow)
     base = os.path.join(args.work, "base")
     os.makedirs(base, exist_ok=True)
     models_link = os.path.join(base, "models")
@@ -72,7 +77,7 @@ def main() -> int:
         for node in prompt.values():
             if node["class_type"] in ("ImageScale", "EmptyLatentImage"):
                 node["inputs"]["width"] = node["inputs"]["height"] = 128
-            if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler"):
+            if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler", "MusePoseSampler"):
                 node["inputs"]["steps"] = 4
             if node["class_type"] == "MuseVDWPoseExtract":
                 node["inputs"]["resolution"] = node["inputs"]["detect_resolution"] = 128
