@@ -158,7 +158,7 @@ def musepose_sample(model, positive, negative, pose: torch.Tensor, reference, se
         raise ValueError(f"the reference was encoded at {rw * 8}x{rh * 8} px but the pose frames are {w * 8}x{h * 8} "
                          f"px: set the reference node's width and height to the pose video's size")
     total = frames
-    if pad_to_windows and frames > context_frames:
+    if pad_to_windows:  # as test_stage_2.py, also below one window (its noise is then drawn for the padded length)
         extra = pose_padding(frames, context_frames, context_overlap)
         pose = torch.cat([pose, pose[-1:].expand(extra, -1, -1, -1)]) if extra else pose
         total = frames + extra

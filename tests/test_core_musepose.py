@@ -255,3 +255,20 @@ def test_pth_is_read_with_weights_only(tmp_path):
     with pytest.raises(CheckpointError, match=r"could not read evil.pth: the file is truncated or not a PyTorch "
                                               r"state-dict file \(UnpicklingError"):
         mp_checkpoint.CheckpointFile(str(path))
+
+
+def test_musepose_core_runs_without_comfy_in_a_clean_interpreter():
+    from clean_imports import run_clean
+    code = (
+        "import sys, torch\n"
+        "from musev_core.musepose import MotionModule, PoseGuider, musepose_windows, alphas_cumprod\n"
+        "y = MotionModule(32)(torch.randn(2 * 3, 32, 2, 2), 3)\n"
+        "f = PoseGuider(32, (8, 8, 16, 16))(torch.rand(3, 3, 64, 64))\n"
+        "assert y.shape == (6, 32, 2, 2) and f.shape == (3, 32, 8, 8)\n"
+        "assert musepose_windows(16, 8, 2)[-1] == [12, 13, 14, 15, 0, 1, 2, 3] and float(alphas_cumprod()[-1]) == 0\n"
+        "assert not any(m == 'comfy' or m.startswith('comfy.') or m == 'folder_paths' for m in sys.modules)\n"
+        "print('ok')\n"
+    )
+    result = run_clean(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
