@@ -154,3 +154,27 @@ def test_scheduler_and_sampler_nodes(mp_nodes, parity):
     assert float(sigmas[-1]) == 0.0
     import comfy.samplers
     assert isinstance(mp_nodes.MusePoseDDIMSampler().get_sampler()[0], comfy.samplers.KSAMPLER)
+
+
+def test_cancel_stops_sampling_between_windows(parity):
+    import comfy.model_management
+    sampling = comfy_env.pack_module("nodes.musepose_sampling")
+    adapter = comfy_env.pack_module("nodes.musepose_model")
+    data = load(parity, "pipeline")
+    model = parity["model"]
+    embeds = data["clip_image_embeds"][:, None]
+    features = adapter.pose_features(model, data["pose_images"][0, :, :6].permute(1, 2, 3, 0) / 255)
+    sampler, sigmas = sampling.sampler_and_sigmas(model, "musepose_ddim", "musepose_trailing", 2)
+    steps = []
+
+    def cancel_after_first_step(step, x0, x, total):
+        steps.append(step)
+        comfy.model_management.interrupt_current_processing(True)
+
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            sampling.musepose_sample(model, [[embeds, {}]], [[torch.zeros_like(embeds), {}]], features, None, 0,
+                                     sampler, sigmas, 3.5, 4, 1, callback=cancel_after_first_step)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert steps == [0]
