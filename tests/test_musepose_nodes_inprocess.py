@@ -1,10 +1,8 @@
 """The MusePose nodes in-process on the tiny MusePose files of the parity set (placed in a `musepose` folder)."""
-import json
 import os
 import shutil
 
 import pytest
-import safetensors.torch
 import torch
 
 import comfy_env
