@@ -10,6 +10,8 @@ NODE_CLASS_MAPPINGS = {}
 # Outside ComfyUI (pytest collecting this folder as a package, tooling) there is nothing to register.
 if importlib.util.find_spec("folder_paths") is not None:
     from .nodes.model_folders import register_model_folders
+    from .nodes.musepose_nodes import (LoadMusePose, MusePoseDDIMSampler, MusePoseImageConditioning,
+                                       MusePoseReferenceEncode, MusePoseSampler, MusePoseScheduler)
     from .nodes.pose_nodes import MuseVDWPoseExtract, MuseVPoseAlign
     from .nodes.reference_nodes import MuseVIPAdapterEmbed, MuseVReferenceNetEncode
     from .nodes.sampler import MuseVParallelDenoiseSampler
@@ -23,6 +25,12 @@ if importlib.util.find_spec("folder_paths") is not None:
         "MuseVIPAdapterEmbed": MuseVIPAdapterEmbed,
         "MuseVDWPoseExtract": MuseVDWPoseExtract,
         "MuseVPoseAlign": MuseVPoseAlign,
+        "LoadMusePose": LoadMusePose,
+        "MusePoseImageConditioning": MusePoseImageConditioning,
+        "MusePoseReferenceEncode": MusePoseReferenceEncode,
+        "MusePoseSampler": MusePoseSampler,
+        "MusePoseDDIMSampler": MusePoseDDIMSampler,
+        "MusePoseScheduler": MusePoseScheduler,
     })
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,6 +40,12 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MuseVIPAdapterEmbed": "MuseV IP-Adapter Embed",
     "MuseVDWPoseExtract": "MuseV DWPose Extract",
     "MuseVPoseAlign": "MuseV Pose Align",
+    "LoadMusePose": "Load MusePose",
+    "MusePoseImageConditioning": "MusePose Image Conditioning",
+    "MusePoseReferenceEncode": "MusePose Reference Encode",
+    "MusePoseSampler": "MusePose Sampler",
+    "MusePoseDDIMSampler": "MusePose DDIM Sampler",
+    "MusePoseScheduler": "MusePose Scheduler",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

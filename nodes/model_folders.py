@@ -9,6 +9,8 @@ import folder_paths
 #: musev/unet/..., musev_referencenet/{unet,referencenet,ip_adapter_image_proj.bin}, musev_referencenet_pose/...
 MODEL_FOLDERS = {
     "musev": {".safetensors", ".bin", ".pt", ".pth", ".ckpt"},
+    # TMElyralab/MusePose layout: denoising_unet.pth, motion_module.pth, reference_unet.pth, pose_guider.pth
+    "musepose": {".safetensors", ".pth", ".pt", ".bin"},
     "dwpose": {".onnx"},
 }
 

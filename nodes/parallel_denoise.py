@@ -96,6 +96,22 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
         memo[id(self)] = copy
         return copy
 
+    def set_window(self, transformer_options: dict, condition_index: list[int], frames: list[int], total: int,
+                   reference) -> None:
+        """Describe one window call to the UNet in `transformer_options` (a model family's handler overrides it).
+
+        Args:
+            condition_index: positions of the clean condition frame(s) inside the call.
+            frames: the call's indices into the full latent batch; total: frames in the batch.
+            reference: this handler's reference value on the sampling device (`_reference_on`), or None.
+        """
+        transformer_options[WINDOW_KEY] = MuseVWindow(condition_index, frames, total, self.motion_speed,
+                                                      reference=reference, ip_tokens=self.ip_tokens)
+
+    def clear_window(self, transformer_options: dict) -> None:
+        """Remove what `set_window` put into `transformer_options`."""
+        transformer_options.pop(WINDOW_KEY, None)
+
     def should_use_context(self, model, conds, x_in, timestep, model_options) -> bool:
         return x_in.shape[0] > self.num_condition
 
@@ -186,8 +202,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
             for window in windows:
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 frames = condition_index + [n_cond + f for f in window]
-                transformer_options[WINDOW_KEY] = MuseVWindow(condition_index, frames, total, self.motion_speed,
-                                                              reference=reference, ip_tokens=self.ip_tokens)
+                self.set_window(transformer_options, condition_index, frames, total, reference)
                 # IPAdapter_plus and other packs slice per-frame inputs with AnimateDiff's ad_params
                 transformer_options["ad_params"] = {"full_length": total, "context_length": len(frames),
                                                     "sub_idxs": frames}
@@ -205,7 +220,7 @@ class MuseVContextHandler(comfy.context_windows.ContextHandlerABC):
                     fused[i][target] += out[n_cond:] * weights[:, None, None, None]
                 weight_sum[target] += weights[:, None, None, None]
         finally:
-            transformer_options.pop(WINDOW_KEY, None)
+            self.clear_window(transformer_options)
             transformer_options.pop("ad_params", None)
             for control, hints, saved in zip(controls, full_hints, saved_caches):
                 control.cond_hint_original = hints

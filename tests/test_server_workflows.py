@@ -41,6 +41,8 @@ def for_tiny_models(prompt, server, uploads=None, steps=2):
         node["inputs"]["width"] = node["inputs"]["height"] = SIZE
     for node in nodes_of(prompt, "KSampler") + nodes_of(prompt, "MuseVParallelDenoiseSampler"):
         node["inputs"]["steps"] = steps
+    for node in nodes_of(prompt, "MusePoseSampler"):  # the 16-frame excerpt in windows of 8: 3 per step
+        node["inputs"].update(steps=steps, context_frames=8, context_overlap=2)
     for node in nodes_of(prompt, "MuseVDWPoseExtract"):
         node["inputs"]["resolution"] = SIZE
         node["inputs"]["detect_resolution"] = SIZE
@@ -110,7 +112,8 @@ def test_pack_imports_cleanly_and_registers_its_nodes(server):
 @pytest.mark.parametrize("name, expected_frames", [("image2video", 13), ("text2image2video", 12),
                                                      ("long_video", 121), ("image2video_referencenet", 13),
                                                      ("pose2video", 13), ("pose2video_align", 13),
-                                                     ("video2video", 13), ("image2video_ipadapter_plus", 9)])
+                                                     ("video2video", 13), ("image2video_ipadapter_plus", 9),
+                                                     ("musepose_pose2video", 16)])
 def test_workflow_makes_an_mp4(server, uploads, name, expected_frames):
     prompt = for_tiny_models(load_api(name), server, uploads)
     history = server.run(prompt)
@@ -241,3 +244,18 @@ def test_pack_errors_name_the_pack_and_node_not_the_servers_paths(server, upload
     assert error["exception_message"].startswith(
         f"MuseV DWPose Extract: {server.models['dwpose_pose']}: expected a YOLOX detector"), error["exception_message"]
     assert os.sep + "custom_nodes" not in error["exception_type"]
+def test_musepose_wrong_file_and_bad_windows_are_clear_errors(server, uploads):
+    prompt = for_tiny_models(load_api("musepose_pose2video"), server, uploads)
+    sampler_id = [k for k, v in prompt.items() if v["class_type"] == "MusePoseSampler"][0]
+    prompt[sampler_id]["inputs"]["context_overlap"] = 8
+    status, body = server.queue(prompt)
+    assert status == 400
+    assert body["node_errors"][sampler_id]["errors"][0]["details"].endswith(
+        "context_overlap (8) must be smaller than context_frames (8): windows would never advance")
+
+    prompt = for_tiny_models(load_api("musepose_pose2video"), server, uploads)
+    loader = [v for v in prompt.values() if v["class_type"] == "LoadMusePose"][0]
+    loader["inputs"]["motion_module"] = server.models["musepose_pose_guider"]
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "error"
+    assert "pose_guider.pth is not MusePose's motion_module.pth" in comfy_server.error_message(history)

@@ -355,6 +355,67 @@ def write_dwpose_stand_in(path: str, role: str) -> str:
     return pose_stand_ins.make_pose_blob(path)
 
 
+def write_tiny_musepose(folder: str, seed: int = 51) -> dict:
+    """MusePose's four files for the thin SD1.5 geometry, as `.pth` state dicts under the released key names.
+
+    denoising_unet.pth (SD1.5 UNet keys, diffusers layout), reference_unet.pth (the same without conv_norm_out /
+    conv_out), motion_module.pth (the motion modules of this geometry, with the `pe` buffers the release stores),
+    pose_guider.pth (small channels, 320-channel output, the release's three stride-2 convs). fp16 values.
+
+    Returns `{kind: file name}` (names relative to `folder`).
+    """
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import comfy.utils
+    from musev_core.musepose.modules import MotionModules, PoseGuider, motion_module_positions, sinusoidal_positions
+
+    config = thin_unet_config()
+    with torch.device("meta"):
+        unet = openaimodel.UNetModel(**config, operations=comfy.ops.disable_weight_init)
+    comfy_to_diffusers = {c: d for d, c in comfy.utils.unet_to_diffusers(config).items()}
+    os.makedirs(folder, exist_ok=True)
+    names = {}
+
+    def save(kind: str, state: dict) -> None:
+        names[kind] = f"{kind}.pth"
+        torch.save({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, names[kind]))
+
+    for kind, unet_seed in (("denoising_unet", seed), ("reference_unet", seed + 1)):
+        state = random_state_dict(_materialize(unet), unet_seed)
+        state = {comfy_to_diffusers[k]: v for k, v in state.items()}
+        if kind == "reference_unet":
+            state = {k: v for k, v in state.items() if not k.startswith(("conv_norm_out.", "conv_out."))}
+        save(kind, state)
+    channels = [config["model_channels"] * m for m in config["channel_mult"]]
+    positions = motion_module_positions(channels, config["num_res_blocks"][0])
+    with torch.device("meta"):
+        motion = MotionModules(positions)
+    state = random_state_dict(_materialize(motion), seed + 2)
+    for prefix, width in positions.items():
+        for block in (0, 1):
+            key = f"{prefix}.temporal_transformer.transformer_blocks.0.attention_blocks.{block}.pos_encoder.pe"
+            state[key] = sinusoidal_positions(width)
+    save("motion_module", state)
+    with torch.device("meta"):
+        guider = PoseGuider(config["model_channels"], (8, 8, 16, 16))
+    save("pose_guider", random_state_dict(_materialize(guider), seed + 3))
+    return names
+
+
+def write_tiny_vae(path: str, seed: int = 61) -> str:
+    """A random SD1.5-geometry VAE file for Load VAE (float8 storage; ComfyUI casts on load)."""
+    import safetensors.torch
+    import comfy.ldm.models.autoencoder
+    vae_config = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                  "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    with torch.device("meta"):
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=vae_config, embed_dim=4)
+    state = random_state_dict(_materialize(vae), seed, dtype=torch.float8_e4m3fn)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
 TINY_CHECKPOINT = "tiny_demo_sd15_thin.safetensors"
 TINY_MUSEV_UNET = "tiny_demo/unet/diffusion_pytorch_model.safetensors"
 TINY_LORA = "tiny_demo_lora.safetensors"
@@ -366,6 +427,10 @@ TINY_CONTROLNET = "tiny_demo_controlnet_openpose.safetensors"
 TINY_DWPOSE_DETECTOR = "tiny_demo_yolox_l.onnx"
 TINY_DWPOSE_POSE = "tiny_demo_dw-ll_ucoco_384.onnx"
 TINY_IPADAPTER = "tiny_demo_ip-adapter_sd15.safetensors"
+TINY_MUSEPOSE_DIR = "tiny_demo_musepose"
+TINY_MUSEPOSE = {kind: f"{TINY_MUSEPOSE_DIR}/{kind}.pth"
+                 for kind in ("denoising_unet", "motion_module", "reference_unet", "pose_guider")}
+TINY_VAE = "tiny_demo_vae.safetensors"
 #: bump when the generators change so cached files are rebuilt
 TINY_MODELS_VERSION = "2"
 
@@ -428,6 +493,9 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
         ("dwpose", TINY_DWPOSE_POSE, lambda p: write_dwpose_stand_in(p, "pose")),
         ("ipadapter", TINY_IPADAPTER, lambda p: write_tiny_ipadapter_plus_model(p)),
     ]
+    files.append(("vae", TINY_VAE, lambda p: write_tiny_vae(p)))
+    files += [("musepose", name, lambda p: write_tiny_musepose(os.path.dirname(p)))
+              for name in TINY_MUSEPOSE.values()]
     fresh = os.path.isfile(stamp) and open(stamp).read().strip() == TINY_MODELS_VERSION
     for folder, name, write in files:
         cached = os.path.join(cache_dir, folder, name)
@@ -443,7 +511,9 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
     return {"checkpoint": TINY_CHECKPOINT, "musev_unet": TINY_MUSEV_UNET, "lora": TINY_LORA,
             "referencenet_unet": TINY_REFERENCENET_UNET, "referencenet": TINY_REFERENCENET,
             "image_proj": TINY_IMAGE_PROJ, "clip_vision": TINY_CLIP_VISION, "controlnet": TINY_CONTROLNET,
-            "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE, "ipadapter": TINY_IPADAPTER}
+            "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE, "ipadapter": TINY_IPADAPTER,
+            "vae": TINY_VAE,
+            **{f"musepose_{kind}": name for kind, name in TINY_MUSEPOSE.items()}}
 
 
 def point_at_tiny_models(prompt: dict, names: dict) -> dict:
@@ -467,6 +537,13 @@ def point_at_tiny_models(prompt: dict, names: dict) -> dict:
             inputs["clip_name"] = names["clip_vision"]
         elif kind == "ControlNetLoader":
             inputs["control_net_name"] = names["controlnet"]
+        elif kind == "LoadMusePose":
+            for key in ("denoising_unet", "motion_module", "pose_guider"):
+                inputs[key] = names[f"musepose_{key}"]
+        elif kind == "MusePoseReferenceEncode":
+            inputs["reference_unet"] = names["musepose_reference_unet"]
+        elif kind == "VAELoader":
+            inputs["vae_name"] = names["vae"]
         elif kind == "MuseVDWPoseExtract":
             inputs["bbox_detector"] = names["dwpose_detector"]
             inputs["pose_estimator"] = names["dwpose_pose"]

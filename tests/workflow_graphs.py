@@ -26,7 +26,10 @@ CONTROLNET_OPENPOSE = "control_v11p_sd15_openpose.pth"
 DWPOSE_DETECTOR = "yolox_l.onnx"
 DWPOSE_POSE = "dw-ll_ucoco_384.onnx"
 IPADAPTER_PLUS_SD15 = "ip-adapter_sd15.safetensors"  # ComfyUI_IPAdapter_plus's plain SD1.5 model (models/ipadapter)
-MUSEPOSE_FILES = ("denoising_unet.pth", "reference_unet.pth", "pose_guider.pth", "motion_module.pth")
+MUSEPOSE_FILES = {kind: f"{kind}.pth" for kind in ("denoising_unet", "motion_module", "reference_unet", "pose_guider")}
+# MusePose's image encoder: sd-image-variations' CLIP ViT-L/14 with projection (a pickle, read with weights_only)
+MUSEPOSE_IMAGE_ENCODER = "sd-image-variations_image_encoder.bin"
+VAE_FT_MSE = "vae-ft-mse-840000-ema-pruned.safetensors"
 
 _HF = "https://huggingface.co"
 #: (ComfyUI model folder, file name as the widget holds it) -> download URL. The page's missing-models dialog lists
@@ -45,7 +48,10 @@ MODEL_URLS = {
     ("controlnet", CONTROLNET_OPENPOSE): f"{_HF}/lllyasviel/ControlNet-v1-1/resolve/main/{CONTROLNET_OPENPOSE}",
     ("dwpose", DWPOSE_DETECTOR): f"{_HF}/yzd-v/DWPose/resolve/main/{DWPOSE_DETECTOR}",
     ("dwpose", DWPOSE_POSE): f"{_HF}/yzd-v/DWPose/resolve/main/{DWPOSE_POSE}",
-    **{("musepose", name): f"{_HF}/TMElyralab/MusePose/resolve/main/MusePose/{name}" for name in MUSEPOSE_FILES},
+    **{("musepose", name): f"{_HF}/TMElyralab/MusePose/resolve/main/MusePose/{name}" for name in MUSEPOSE_FILES.values()},
+    ("clip_vision", MUSEPOSE_IMAGE_ENCODER):
+        f"{_HF}/lambdalabs/sd-image-variations-diffusers/resolve/main/image_encoder/pytorch_model.bin",
+    ("vae", VAE_FT_MSE): f"{_HF}/stabilityai/sd-vae-ft-mse-original/resolve/main/{VAE_FT_MSE}",
     ("ipadapter", IPADAPTER_PLUS_SD15): f"{_HF}/h94/IP-Adapter/resolve/main/models/{IPADAPTER_PLUS_SD15}",
 }
 #: model widgets per node type -> the ComfyUI model folder they list
@@ -58,6 +64,9 @@ MODEL_WIDGETS = {
     "ControlNetLoader": {"control_net_name": "controlnet"},
     "MuseVDWPoseExtract": {"bbox_detector": "dwpose", "pose_estimator": "dwpose"},
     "IPAdapterModelLoader": {"ipadapter_file": "ipadapter"},
+    "LoadMusePose": {"denoising_unet": "musepose", "motion_module": "musepose", "pose_guider": "musepose"},
+    "MusePoseReferenceEncode": {"reference_unet": "musepose"},
+    "VAELoader": {"vae_name": "vae"},
 }
 POSE_VIDEO = "video1_girl_poseseq.mp4"
 DANCE_VIDEO = "musepose_dance.mp4"
@@ -117,6 +126,13 @@ WIDGETS = {
     "CreateVideo": ["fps"],
     "SaveVideo": ["filename_prefix", "format", "codec"],
     "Note": ["text"],
+    "VAELoader": ["vae_name"],
+    "CLIPVisionEncode": ["crop"],
+    "LoadMusePose": ["denoising_unet", "motion_module", "pose_guider"],
+    "MusePoseImageConditioning": [],
+    "MusePoseReferenceEncode": ["reference_unet", "width", "height"],
+    "MusePoseSampler": ["seed", None, "steps", "cfg", "sampler_name", "scheduler", "context_frames",
+                        "context_overlap", "pad_to_windows"],
 }
 # socket inputs (required and optional) and outputs per node type
 SOCKETS = {
@@ -159,6 +175,16 @@ SOCKETS = {
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
     "Note": ([], []),
+    "VAELoader": ([], [("VAE", "VAE")]),
+    "CLIPVisionEncode": ([("clip_vision", "CLIP_VISION"), ("image", "IMAGE")],
+                         [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
+    "LoadMusePose": ([], [("model", "MODEL")]),
+    "MusePoseImageConditioning": ([("clip_vision_output", "CLIP_VISION_OUTPUT")],
+                                  [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "MusePoseReferenceEncode": ([("vae", "VAE"), ("image", "IMAGE"), ("positive", "CONDITIONING")],
+                                [("reference", "MUSEPOSE_REFERENCE")]),
+    "MusePoseSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                         ("reference", "MUSEPOSE_REFERENCE"), ("pose_images", "IMAGE")], [("latent", "LATENT")]),
 }
 TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load MuseV UNet",
           "CLIPTextEncode": "CLIP Text Encode (Prompt)", "LoadImage": "Load Image", "ImageScale": "Upscale Image",
@@ -172,7 +198,9 @@ TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "LoadMuseVUNet": "Load Mu
           "ControlNetApplyAdvanced": "Apply ControlNet", "GetImageSize": "Get Image Size",
           "PreviewAny": "Preview Any", "MuseVDWPoseExtract": "MuseV DWPose Extract",
           "MuseVPoseAlign": "MuseV Pose Align", "IPAdapterModelLoader": "IPAdapter Model Loader",
-          "IPAdapterAdvanced": "IPAdapter Advanced"}
+          "IPAdapterAdvanced": "IPAdapter Advanced", "VAELoader": "Load VAE", "CLIPVisionEncode": "CLIP Vision Encode",
+          "LoadMusePose": "Load MusePose", "MusePoseImageConditioning": "MusePose Image Conditioning",
+          "MusePoseReferenceEncode": "MusePose Reference Encode", "MusePoseSampler": "MusePose Sampler"}
 VIRTUAL = {"Note"}
 
 
@@ -582,10 +610,91 @@ def video2video() -> Graph:
     return g
 
 
+def musepose_pose2video() -> Graph:
+    frames = 72
+    g = Graph("musepose_pose2video",
+              "MusePose: a character image dances like an RGB dance video (DWPose -> MusePose pose alignment -> "
+              "MusePose's own model over context windows).",
+              models=[("musepose", MUSEPOSE_FILES["denoising_unet"]), ("musepose", MUSEPOSE_FILES["motion_module"]),
+                      ("musepose", MUSEPOSE_FILES["pose_guider"]), ("musepose", MUSEPOSE_FILES["reference_unet"]),
+                      ("clip_vision", MUSEPOSE_IMAGE_ENCODER), ("vae", VAE_FT_MSE), ("dwpose", DWPOSE_DETECTOR),
+                      ("dwpose", DWPOSE_POSE)])
+    model = g.add("LoadMusePose", {k: MUSEPOSE_FILES[k] for k in ("denoising_unet", "motion_module", "pose_guider")},
+                  pos=(20, 20), size=(330, 130))
+    vae = g.add("VAELoader", {"vae_name": VAE_FT_MSE}, pos=(20, 190), size=(330, 60))
+    image = g.add("LoadImage", {"image": CHARACTER_IMAGE}, pos=(20, 290), size=(320, 320), title="Character")
+    scale = g.add("ImageScale", {"upscale_method": "lanczos", "width": 512, "height": 768, "crop": "center"},
+                  pos=(380, 290), size=(320, 130), title="Video size (center crop)")
+    g.connect(image, 0, scale, "image")
+    clip_vision = g.add("CLIPVisionLoader", {"clip_name": MUSEPOSE_IMAGE_ENCODER}, pos=(380, 20), size=(380, 60))
+    clip_encode = g.add("CLIPVisionEncode", {"crop": "none"}, pos=(380, 120), size=(270, 80))
+    g.connect(clip_vision, 0, clip_encode, "clip_vision")
+    g.connect(scale, 0, clip_encode, "image")
+    conditioning = g.add("MusePoseImageConditioning", pos=(700, 120), size=(300, 70))
+    g.connect(clip_encode, 0, conditioning, "clip_vision_output")
+    reference = g.add("MusePoseReferenceEncode", {"reference_unet": MUSEPOSE_FILES["reference_unet"], "width": 0,
+                                                   "height": 0}, pos=(700, 240), size=(330, 170))
+    g.connect(vae, 0, reference, "vae")
+    g.connect(scale, 0, reference, "image")
+    g.connect(conditioning, 0, reference, "positive")
+    dwpose = {"bbox_detector": DWPOSE_DETECTOR, "pose_estimator": DWPOSE_POSE, "detect_body": True,
+              "detect_hand": True, "detect_face": True, "detect_resolution": 512, "resolution": 512,
+              "provider": "auto"}
+    character_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(380, 460), size=(330, 290), title="Character pose")
+    g.connect(scale, 0, character_pose, "image")
+    video = g.add("LoadVideo", {"file": DANCE_VIDEO}, pos=(20, 800), size=(320, 300))
+    parts = g.add("GetVideoComponents", pos=(20, 1130), size=(250, 70))
+    g.connect(video, 0, parts, "video")
+    pick = g.add("ImageFromBatch", {"batch_index": 0, "length": frames}, pos=(380, 800), size=(270, 90),
+                 title=f"Dance frames 0-{frames - 1}")
+    g.connect(parts, 0, pick, "image")
+    video_pose = g.add("MuseVDWPoseExtract", dwpose, pos=(380, 930), size=(330, 290), title="Dance poses")
+    g.connect(pick, 0, video_pose, "image")
+    align = g.add("MuseVPoseAlign", {"align_frame": 0, "max_frame": 0, "mode": "robust", "output_height": 768,
+                                     "draw_hands": True, "draw_face": True, "width": 512},
+                  pos=(740, 800), size=(330, 250))
+    g.connect(character_pose, 1, align, "ref_pose")
+    g.connect(video_pose, 1, align, "video_pose")
+    sampler = g.add("MusePoseSampler", {"seed": 99, "steps": 20, "cfg": 3.5, "sampler_name": "musepose_ddim",
+                                        "scheduler": "musepose_trailing", "context_frames": 48,
+                                        "context_overlap": 4, "pad_to_windows": True},
+                    pos=(1100, 80), size=(340, 330))
+    g.connect(model, 0, sampler, "model")
+    g.connect(conditioning, 0, sampler, "positive")
+    g.connect(conditioning, 1, sampler, "negative")
+    g.connect(reference, 0, sampler, "reference")
+    g.connect(align, 0, sampler, "pose_images")
+    decode = g.add("VAEDecode", pos=(1480, 80), size=(210, 50))
+    g.connect(sampler, 0, decode, "samples")
+    g.connect(vae, 0, decode, "vae")
+    create = g.add("CreateVideo", {"fps": 12.0}, pos=(1480, 180), size=(270, 80))
+    g.connect(decode, 0, create, "images")
+    g.connect(parts, 2, create, "fps")
+    report = g.add("PreviewAny", {"preview": ""}, pos=(740, 1080), size=(330, 160), title="Pose Align report")
+    g.connect(align, 2, report, "source")
+    save = g.add("SaveVideo", {"filename_prefix": "musev/musepose_pose2video", "format": "mp4", "codec": "h264"},
+                 pos=(1480, 300), size=(320, 360))
+    g.connect(create, 0, save, "video")
+    note = ("Models this workflow needs:\n"
+            f"- models/musepose/{MUSEPOSE_FILES['denoising_unet']}, {MUSEPOSE_FILES['motion_module']}, "
+            f"{MUSEPOSE_FILES['pose_guider']}, {MUSEPOSE_FILES['reference_unet']}: huggingface.co/TMElyralab/MusePose "
+            "(its MusePose/ folder).\n"
+            f"- models/clip_vision/{MUSEPOSE_IMAGE_ENCODER}: the sd-image-variations image encoder "
+            "(lambdalabs/sd-image-variations-diffusers, image_encoder/: CLIP ViT-L/14 with projection).\n"
+            f"- models/vae/{VAE_FT_MSE}: sd-vae-ft-mse (stabilityai), as MusePose.\n"
+            f"- models/dwpose/{DWPOSE_DETECTOR} and models/dwpose/{DWPOSE_POSE}: DWPose's ONNX files (yzd-v/DWPose).\n"
+            "MusePose's own script uses every second frame of a 30 fps dance (skip 1): pick frames with a step of 2 "
+            "or a 15 fps video for its look. Load Video decodes the whole file: trim long videos first. Output: one "
+            "frame per pose, at the dance video's fps; the length is the 'length' of the dance frames node. The Pose "
+            "Align report (frames without a person or with missing keypoints) shows in 'Pose Align report'.")
+    g.add("Note", {"text": note}, pos=(20, 1250), size=(760, 260))
+    return g
+
+
 GRAPHS = {"image2video": image2video, "text2image2video": text2image2video, "long_video": long_video,
           "image2video_referencenet": image2video_referencenet, "pose2video": pose2video,
           "pose2video_align": pose2video_align, "video2video": video2video,
-          "image2video_ipadapter_plus": image2video_ipadapter_plus}
+          "image2video_ipadapter_plus": image2video_ipadapter_plus, "musepose_pose2video": musepose_pose2video}
 
 
 def rendered() -> dict[str, str]:

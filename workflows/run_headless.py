@@ -3,6 +3,7 @@
     python workflows/run_headless.py image2video --image photo.jpg --models-dir /path/to/ComfyUI/models
     python workflows/run_headless.py image2video --image photo.jpg --comfyui /path/to/ComfyUI   # your ComfyUI, GPU
     python workflows/run_headless.py pose2video --image character.png --video poses.mp4 --models-dir ...
+    python workflows/run_headless.py musepose_pose2video --image character.png --video dance.mp4 --models-dir ...
 
 Which ComfyUI: --comfyui PATH (or $COMFYUI_DIR) runs your own ComfyUI with its own Python (the venv inside it, or
 --python); otherwise the host that workflows/demo.sh installs into .host/. The server gets --cpu only when that
@@ -33,7 +34,7 @@ import workflow_graphs  # noqa: E402  (standard library only, like comfy_server)
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 #: MuseV's README recommends these SD1.5 fine-tunes; preferred when a checkpoints folder holds several files
 PREFERRED_CHECKPOINTS = (workflow_graphs.SD15_CHECKPOINT, "majicmix", "fantasticmix", "v1-5")
-HOST_DIR = os.path.join(REPO, ".host")
+HOST_DIR = os.path.join(REPO, ".host", "comfyui-0.3.75")  # where workflows/demo.sh installs ComfyUI
 
 
 class UsageError(Exception):
@@ -152,7 +153,9 @@ def check(args) -> str | None:
     if not os.path.isdir(args.models_dir):
         raise UsageError(f"--models-dir {args.models_dir} does not exist (a ComfyUI models folder is expected, "
                          f"holding checkpoints/ and musev/)")
-    checkpoint = find_checkpoint(args.models_dir, args.checkpoint)
+    uses_checkpoint = any(folder == "checkpoints" for folder, _ in workflow_graphs.GRAPHS[args.workflow]().models)
+    # "" = real models, no SD1.5 checkpoint needed (MusePose brings its own UNet)
+    checkpoint = find_checkpoint(args.models_dir, args.checkpoint) if uses_checkpoint else ""
     missing = missing_model_files(args.models_dir, args.workflow)
     if missing:
         raise UsageError(f"{args.workflow} needs model files that --models-dir {args.models_dir} lacks:\n"
@@ -219,7 +222,7 @@ def run(args, checkpoint: str | None) -> int:
         for node in prompt.values():
             if node["class_type"] in ("ImageScale", "EmptyLatentImage"):
                 node["inputs"]["width"] = node["inputs"]["height"] = 128
-            if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler"):
+            if node["class_type"] in ("KSampler", "MuseVParallelDenoiseSampler", "MusePoseSampler"):
                 node["inputs"]["steps"] = 4
             if node["class_type"] == "MuseVDWPoseExtract":
                 node["inputs"]["resolution"] = node["inputs"]["detect_resolution"] = 128
