@@ -80,7 +80,10 @@ def test_every_model_file_a_workflow_uses_is_listed_for_the_pages_missing_models
     counts when its name is one of the node's widget values; it is listed when the folder lacks that file."""
     allowed = ("https://huggingface.co/TMElyralab/MuseV/resolve/main/motion/",
                "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/",
-               "https://huggingface.co/h94/IP-Adapter/resolve/main/models/image_encoder/",
+               "https://huggingface.co/h94/IP-Adapter/resolve/main/models/",
+               "https://huggingface.co/TMElyralab/MusePose/resolve/main/MusePose/",
+               "https://huggingface.co/lambdalabs/sd-image-variations-diffusers/resolve/main/image_encoder/",
+               "https://huggingface.co/stabilityai/sd-vae-ft-mse-original/resolve/main/",
                "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/",
                "https://huggingface.co/yzd-v/DWPose/resolve/main/")
     for name in workflow_graphs.GRAPHS:
