@@ -41,7 +41,7 @@ def _caching_control_class():
     return CachingLikeNewestComfy
 
 
-def test_the_stand_in_caches_like_newest_comfy():
+def test_the_stand_in_caches_like_newest_comfy(comfy):
     control = _caching_control_class()()
     x = torch.zeros(2, 4, 8, 8)
     control.cond_hint_original = torch.zeros(2, 3, 64, 64)
