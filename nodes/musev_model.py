@@ -409,12 +409,13 @@ def _operations_for(model_patcher):
     return comfy.ops.disable_weight_init
 
 
-def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], name: str):
+def build_motion_patcher(model_patcher, source, name: str):
     """Build the temporal modules of a MuseV checkpoint for this MODEL and wrap them in a ModelPatcher.
 
     Args:
         model_patcher: the user's MODEL (SD1.5).
-        state_dict: the motion checkpoint's tensors (only MuseV keys are used).
+        source: an open `CheckpointFile` of the motion checkpoint (only its MuseV tensors are read), or its
+            `{key: tensor}` state dict (only MuseV keys are used).
         name: file name for messages.
     Returns:
         `(motion_patcher, info)`; info as from `build_motion_module`.
@@ -423,7 +424,7 @@ def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], nam
     """
     base = model_patcher.model
     dtype = base.get_dtype()
-    motion, info = build_motion_module(state_dict, operations=_operations_for(model_patcher), dtype=dtype,
+    motion, info = build_motion_module(source, operations=_operations_for(model_patcher), dtype=dtype,
                                        device=model_patcher.offload_device, name=name)
     check_fits(motion, base.diffusion_model, name)
     for _prefix, module, feature in motion.reference_fusions():

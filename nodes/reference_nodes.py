@@ -9,7 +9,7 @@ import comfy.latent_formats
 import comfy.model_management
 import comfy.utils
 
-from ..musev_core.checkpoint import read_state_dict
+from ..musev_core.checkpoint import CheckpointFile
 from ..musev_core.reference import IPTokens, load_image_projection
 from ..musev_core.reference import ip_tokens as project_ip_tokens
 from . import model_folders
@@ -47,6 +47,11 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
         return image
     resized = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "lanczos", "center")
     return resized.movedim(1, -1)
+
+
+def _load_referencenet(path: str, name: str):
+    with CheckpointFile(path, name) as checkpoint:  # reads only the encoder tensors
+        return build_referencenet_patcher(checkpoint, name)
 
 
 class MuseVReferenceNetEncode:
@@ -94,8 +99,7 @@ class MuseVReferenceNetEncode:
     def encode(self, referencenet_name, vae, image, ip_tokens=None, positive=None, negative=None, width=0, height=0):
         cond_context, uncond_context = contexts_for(ip_tokens, positive, negative)
         path = model_folders.resolve("musev", referencenet_name)
-        patcher = _REFERENCENET_CACHE.get((path,), lambda: build_referencenet_patcher(read_state_dict(path),
-                                                                                   referencenet_name))
+        patcher = _REFERENCENET_CACHE.get((path,), lambda: _load_referencenet(path, referencenet_name))
         image = fit_image(image[..., :3], width, height)
         latent = comfy.latent_formats.SD15().process_in(vae.encode(image).float())
         return (encode_reference(patcher, latent, cond_context, uncond_context),)
