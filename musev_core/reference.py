@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, CheckpointFile
+from .temporal import sdpa_attention
 
 #: MuseV builds every fusion attention with 8 heads of C/8 channels (`attention_head_dim=8`, SD1.5 sense).
 FUSION_HEADS = 8
@@ -32,11 +33,14 @@ class ReferenceFusionAttention(nn.Module):
     Args:
         channels: C of the UNet features at this position (also the reference map's channels).
         operations: `Linear` provider (torch.nn or comfy.ops).
+        attention: `attention(q, k, v, heads)` (see `musev_core.temporal.sdpa_attention`).
     """
 
-    def __init__(self, channels: int, heads: int = FUSION_HEADS, operations=nn, dtype=None, device=None):
+    def __init__(self, channels: int, heads: int = FUSION_HEADS, operations=nn, dtype=None, device=None,
+                 attention=sdpa_attention):
         super().__init__()
         self.heads = heads
+        self.attention = attention
         self.to_q = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_k = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_v = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
@@ -64,14 +68,7 @@ class ReferenceFusionAttention(nn.Module):
         ref = reference.to(x.dtype).flatten(2).transpose(1, 2)              # b (t2 h2 w2) c
         ref = ref.repeat_interleave(num_frames, dim=0)                      # (b t) (t2 h2 w2) c
         context = torch.cat([ref, own], dim=1)
-        q, k, v = self.to_q(own), self.to_k(context), self.to_v(context)
-        heads = self.heads
-
-        def split(t):
-            return t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)
-
-        attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        attended = attended.transpose(1, 2).reshape(bt, h * w, c)
+        attended = self.attention(self.to_q(own), self.to_k(context), self.to_v(context), self.heads)
         out = self.to_out[1](self.to_out[0](attended))
         return x + out.transpose(1, 2).reshape(bt, c, h, w).to(x.dtype)
 
@@ -103,11 +100,14 @@ class IPAdapterKV(nn.Module):
 
     MuseV (attention_processor.py `T2IReferencenetIPAdapterXFormersAttnProcessor`) adds
     `ip_scale * softmax(Q K_ip^T / sqrt(d)) V_ip` to the text attention before `to_out`; the projections map the
-    IP tokens (context width, 768 for SD1.5) to the attention's width.
+    IP tokens (context width, 768 for SD1.5) to the attention's width. `attention(q, k, v, heads)` computes the
+    attention (see `musev_core.temporal.sdpa_attention`).
     """
 
-    def __init__(self, channels: int, context_dim: int, operations=nn, dtype=None, device=None):
+    def __init__(self, channels: int, context_dim: int, operations=nn, dtype=None, device=None,
+                 attention=sdpa_attention):
         super().__init__()
+        self.attention_fn = attention
         self.to_k_ip = operations.Linear(context_dim, channels, bias=False, dtype=dtype, device=device)
         self.to_v_ip = operations.Linear(context_dim, channels, bias=False, dtype=dtype, device=device)
 
@@ -122,14 +122,7 @@ class IPAdapterKV(nn.Module):
             `B n (heads d)`, before `to_out` (the caller adds it, scaled, to the text attention).
         """
         key, value = self.to_k_ip(ip_tokens.to(query.dtype)), self.to_v_ip(ip_tokens.to(query.dtype))
-        b, n, inner = query.shape
-        d = inner // heads
-
-        def split(t):
-            return t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(query), split(key), split(value))
-        return out.transpose(1, 2).reshape(b, n, inner)
+        return self.attention_fn(query, key, value, heads)
 
 
 class ImageProjection(nn.Module):
