@@ -181,6 +181,15 @@ def test_checkpoint_file_reads_only_the_asked_tensors_converted(tmp_path, suffix
             checkpoint.read(["absent"])
 
 
+def test_large_and_scalar_tensors_are_copied_whole(tmp_path):
+    path = tmp_path / "big.safetensors"
+    big = torch.randn(3001, 1024, generator=torch.Generator().manual_seed(0))  # 12 MB: copied in 4 MB blocks
+    safetensors.torch.save_file({"big": big, "scalar": torch.tensor(2.5)}, str(path))
+    with CheckpointFile(str(path)) as checkpoint:
+        read = checkpoint.read(["big", "scalar"], dtype=torch.float16)
+    assert torch.equal(read["big"], big.half()) and read["scalar"].shape == () and read["scalar"].item() == 2.5
+
+
 def test_motion_module_loads_from_the_file_with_only_its_musev_tensors(shared_dir, tmp_path):
     source = os.path.join(shared_dir, "fixtures", "musev_parity", "tiny_unet_musev.safetensors")
     weights = safetensors.torch.load_file(source)
