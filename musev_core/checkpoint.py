@@ -41,34 +41,235 @@ class CheckpointError(ValueError):
     """A model file is missing, unreadable, or not the kind of file the node expects."""
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+for _name in ("float8_e4m3fn", "float8_e5m2"):
+    if hasattr(torch, _name):
+        _SAFETENSORS_DTYPES["F8_E4M3" if _name.endswith("fn") else "F8_E5M2"] = getattr(torch, _name)
+
+_UNSAFE_GLOBAL = re.compile(r"(?:GLOBAL|global)\s+([\w.]+)")
+
+
+def _release_pages(tensor: torch.Tensor) -> None:
+    """Drop the pages of a file-mapped tensor from this process (Linux `madvise(MADV_DONTNEED)`).
+
+    The tensors of `safe_open` and of `torch.load(mmap=True)` are views of a read-only file mapping; once copied,
+    their pages would otherwise stay resident until the whole mapping is released, doubling the peak memory of a
+    load. The mapping is never written, so dropping its pages only means they are read again if touched.
+    Silently does nothing where `madvise` is unavailable.
+    """
+    global _MADVISE
+    if _MADVISE is None:
+        try:
+            import ctypes
+            import mmap
+            libc = ctypes.CDLL(None, use_errno=True)
+            page = mmap.PAGESIZE
+
+            def advise(start: int, length: int) -> None:
+                first = start - start % page
+                last = -(-(start + length) // page) * page
+                libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+
+            _MADVISE = advise if os.name == "posix" and hasattr(libc, "madvise") else False
+        except Exception:  # no libc (Windows): keep the pages
+            _MADVISE = False
+    if _MADVISE and tensor.device.type == "cpu" and tensor.numel():
+        _MADVISE(tensor.data_ptr(), tensor.numel() * tensor.element_size())
+
+
+_MADVISE = None
+#: Bytes copied (and their file pages released) at a time when reading a tensor.
+_COPY_BLOCK_BYTES = 4 * 2 ** 20
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a floating-point tensor holds no NaN and no +-inf.
+
+    Uses `aminmax` (NaN propagates to both results, infinities show as the extremes): one pass without a mask,
+    about 20x faster on CPU than `isfinite(...).all()`. Dtypes without `aminmax` (fp8) are widened first.
+    """
+    if tensor.numel() == 0:
+        return True
+    try:
+        low, high = torch.aminmax(tensor)
+    except (RuntimeError, NotImplementedError):
+        low, high = torch.aminmax(tensor.to(torch.float32))
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def _flatten(tree: dict, prefix: str, out: dict, name: str) -> None:
+    for key, value in tree.items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + str(key)] = value
+        elif isinstance(value, dict):
+            _flatten(value, f"{prefix}{key}.", out, name)
+        else:
+            raise CheckpointError(f"{name} does not hold a flat state dict of tensors ('{prefix}{key}' is a "
+                                  f"{type(value).__name__})")
+
+
+def _refused_pickle_message(name: str, exc: Exception) -> str | None:
+    """The message for a `.bin` that `weights_only` refused, or None if `exc` is another kind of failure."""
+    text = str(exc)
+    if "Weights only load failed" not in text:  # torch's words for an unpickler refusal (torch >= 1.13)
+        return None
+    found = _UNSAFE_GLOBAL.search(text)
+    what = f" (it imports '{found.group(1)}')" if found else ""
+    return (f"could not read {name}: the file contains code{what} besides tensors and was refused for safety; "
+            f"only files of plain tensors are loaded. Use the released .safetensors file instead")
+
+
+class CheckpointFile:
+    """A model file opened for reading single tensors: names, shapes and dtypes without reading any data.
+
+    `.safetensors` files are opened with `safetensors.safe_open`; pickled `.bin/.pt/.pth/.ckpt` files with
+    `torch.load(weights_only=True, mmap=True)` (zip format), falling back to a full `torch.load(weights_only=True)`
+    for the legacy format. `read` copies only the tensors asked for, one at a time, and releases the file pages
+    of each, so a load holds the kept tensors and little else. Nested dicts (`{"image_proj": {...}}`) are
+    flattened to dotted keys; a top-level `{"state_dict": {...}}` is unwrapped.
+
+    Use as a context manager, or call `close()`.
+
+    Args:
+        path: file path.
+        name: file name for messages (default: the base name).
+    Raises:
+        CheckpointError: missing file, truncated or unreadable file, a pickle that would run code (refused for
+            safety), or a file that is not a state dict of tensors.
+    """
+
+    def __init__(self, path: str, name: str | None = None):
+        self.path = path
+        self.name = name or os.path.basename(path)
+        self._safe = None
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._meta: dict[str, torch.Tensor] = {}
+        self._mapped = False  # tensors are views of a file mapping (their pages may be released)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"model file not found: {path}")
+        is_safetensors = path.endswith(".safetensors")
+        try:
+            if is_safetensors:
+                from safetensors import safe_open
+                self._safe = safe_open(path, framework="pt", device="cpu")
+                self._mapped = True
+                for key in self._safe.keys():
+                    info = self._safe.get_slice(key)
+                    dtype = _SAFETENSORS_DTYPES.get(info.get_dtype())
+                    if dtype is None:
+                        raise CheckpointError(f"{self.name}: tensor '{key}' has the unsupported dtype "
+                                              f"{info.get_dtype()}")
+                    self._meta[key] = torch.empty(info.get_shape(), dtype=dtype, device="meta")
+            else:
+                loaded = self._load_pickle(path)
+                if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+                    loaded = loaded["state_dict"]
+                if not isinstance(loaded, dict):
+                    raise CheckpointError(f"{self.name} does not hold a flat state dict of tensors")
+                _flatten(loaded, "", self._tensors, self.name)
+                self._meta = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in self._tensors.items()}
+        except CheckpointError:
+            self.close()
+            raise
+        except Exception as exc:  # safetensors and torch raise several types for damaged files
+            self.close()
+            refused = None if is_safetensors else _refused_pickle_message(self.name, exc)
+            if refused:
+                raise CheckpointError(refused) from None
+            detail = "" if "weights_only" in str(exc) else f" ({exc})"
+            raise CheckpointError(
+                f"could not read {self.name}: the file is truncated or not a "
+                f"{'safetensors' if is_safetensors else 'PyTorch state-dict'} file{detail}") from exc
+
+    def _load_pickle(self, path: str):
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            self._mapped = True
+            return loaded
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format: no mmap
+
+    def __enter__(self) -> "CheckpointFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file (tensors already read stay valid)."""
+        self._safe = None
+        self._tensors = {}
+
+    def keys(self) -> list[str]:
+        """Every tensor name of the file, in file order."""
+        return list(self._meta)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._meta
+
+    def meta_state_dict(self) -> dict[str, torch.Tensor]:
+        """`{key: tensor on the meta device}` with the stored shapes and dtypes (no data)."""
+        return dict(self._meta)
+
+    def read(self, keys, dtype: torch.dtype | None = None, device=None) -> dict[str, torch.Tensor]:
+        """Copy the named tensors out of the file, each checked finite.
+
+        Args:
+            keys: names to read (any iterable); other tensors of the file are never read.
+            dtype: convert floating-point tensors to this dtype (None keeps the stored dtype).
+            device: where the copies go (default CPU).
+        Returns:
+            `{key: tensor}` owning their memory (not views of the file).
+        Raises:
+            CheckpointError: a key the file lacks, or a tensor holding NaN or infinite values (naming the file and
+                the first such tensor).
+        """
+        out = {}
+        for key in keys:
+            if key not in self._meta:
+                raise CheckpointError(f"{self.name} lacks the tensor '{key}'")
+            source = self._safe.get_tensor(key) if self._safe is not None else self._tensors[key]
+            target = dtype if dtype is not None and source.is_floating_point() else source.dtype
+            tensor = torch.empty(source.shape, dtype=target, device=device or "cpu")
+            # copy in blocks of rows, releasing each block's file pages, so a large tensor (e.g. the 12 MB of an
+            # image projection, most of its file) never sits in memory twice
+            row_bytes = max(1, source[0].numel() * source.element_size()) if source.dim() else 1
+            rows = max(1, _COPY_BLOCK_BYTES // row_bytes) if source.dim() else 1
+            for start in range(0, source.shape[0] if source.dim() else 1, rows):
+                block = source[start:start + rows] if source.dim() else source
+                (tensor[start:start + rows] if source.dim() else tensor).copy_(block)
+                if self._mapped:
+                    _release_pages(block)
+            del source
+            if tensor.is_floating_point() and not all_finite(tensor):
+                stored = self._meta[key].dtype
+                why = "NaN or infinite values" if target == stored else \
+                    f"NaN or infinite values (stored as {stored}, converted to {target})"
+                raise CheckpointError(f"{self.name} is damaged: tensor '{key}' holds {why}; re-download the file")
+            out[key] = tensor
+        return out
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Read a `.safetensors` file, or a pickled `.bin/.pt/.pth/.ckpt` with `torch.load(weights_only=True)`.
+    """Read every tensor of a `.safetensors` file or a pickled `.bin/.pt/.pth/.ckpt` (`weights_only=True`).
+
+    Prefer `CheckpointFile` to read only some tensors.
 
     Args:
         path: file path.
     Returns:
-        `{key: tensor}` on the CPU, as stored (dtype unchanged).
+        `{key: tensor}` on the CPU, as stored (dtype unchanged), each checked finite.
     Raises:
-        CheckpointError: the file is missing, truncated, or not a state dict.
+        CheckpointError: the file is missing, truncated, not a state dict, refused for safety, or holds NaN/inf.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"model file not found: {path}")
-    try:
-        if path.endswith(".safetensors"):
-            import safetensors.torch
-            state_dict = safetensors.torch.load_file(path, device="cpu")
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors and torch raise several types for damaged files
-        raise CheckpointError(
-            f"could not read {os.path.basename(path)}: the file is truncated or not a "
-            f"{'safetensors' if path.endswith('.safetensors') else 'PyTorch state-dict'} file ({exc})"
-        ) from exc
-    if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{os.path.basename(path)} does not hold a flat state dict of tensors")
-    return state_dict
+    with CheckpointFile(path) as checkpoint:
+        return checkpoint.read(checkpoint.keys())
 
 
 def musev_key_family(key: str) -> str | None:

@@ -1,18 +1,16 @@
 """The modules MuseV adds to an SD1.5 UNet, from one motion checkpoint, under the checkpoint's own key names."""
 from __future__ import annotations
 
-import os
+import re
 
 import torch
 from torch import nn
 
-import re
-
-from .checkpoint import (FLAVOUR_REFERENCENET, CheckpointError, LevelLayout, MotionLayout, infer_motion_layout,
-                         read_state_dict, split_motion_state_dict)
+from .checkpoint import (FLAVOUR_REFERENCENET, CheckpointError, CheckpointFile, LevelLayout, MotionLayout,
+                         infer_motion_layout, split_motion_state_dict)
 from .embeddings import FrameEmbedding, window_frame_index
 from .reference import IPAdapterKV, ReferenceFusionAttention, reference_feature_index
-from .temporal import TemporalConvLayer, TemporalTransformer
+from .temporal import TemporalConvLayer, TemporalTransformer, sdpa_attention
 
 #: Where a reference-fusion attention reads its ReferenceNet feature: "mid" or a down-feature index.
 MID_FEATURE = "mid"
@@ -35,13 +33,13 @@ def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
 class _LevelModules(nn.Module):
     """`temp_convs.N` and `temp_attentions.N` of one diffusers block."""
 
-    def __init__(self, layout: LevelLayout, femb_channels: int, operations, dtype, device):
+    def __init__(self, layout: LevelLayout, femb_channels: int, operations, dtype, device, attention):
         super().__init__()
         self.temp_convs = nn.ModuleList(
             [TemporalConvLayer(layout.channels, operations, dtype, device) for _ in range(layout.temp_convs)])
         self.temp_attentions = nn.ModuleList(
-            [TemporalTransformer(layout.channels, femb_channels, operations=operations, dtype=dtype, device=device)
-             for _ in range(layout.temp_attentions)])
+            [TemporalTransformer(layout.channels, femb_channels, operations=operations, dtype=dtype, device=device,
+                                 attention=attention) for _ in range(layout.temp_attentions)])
 
 
 class MuseVMotionModule(nn.Module):
@@ -58,26 +56,31 @@ class MuseVMotionModule(nn.Module):
     Args:
         layout: geometry and flavour, usually from `infer_motion_layout`.
         operations: layer classes namespace (torch.nn, or ComfyUI's comfy.ops for casting/low-VRAM).
+        attention: `attention(q, k, v, heads)` used by every temporal, fusion and IP attention (default PyTorch
+            SDPA, `musev_core.temporal.sdpa_attention`; an adapter passes its host's optimized attention).
     """
 
-    def __init__(self, layout: MotionLayout, operations=nn, dtype=None, device=None):
+    def __init__(self, layout: MotionLayout, operations=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
         self.layout = layout
         femb = layout.femb_channels
-        self.down_blocks = nn.ModuleList([_LevelModules(lv, femb, operations, dtype, device) for lv in layout.down])
-        self.mid_block = _LevelModules(layout.mid, femb, operations, dtype, device)
-        self.up_blocks = nn.ModuleList([_LevelModules(lv, femb, operations, dtype, device) for lv in layout.up])
+        self.down_blocks = nn.ModuleList([_LevelModules(lv, femb, operations, dtype, device, attention)
+                                          for lv in layout.down])
+        self.mid_block = _LevelModules(layout.mid, femb, operations, dtype, device, attention)
+        self.up_blocks = nn.ModuleList([_LevelModules(lv, femb, operations, dtype, device, attention)
+                                        for lv in layout.up])
         self.transformer_in = (
-            TemporalTransformer(layout.transformer_in_channels, femb, operations=operations, dtype=dtype, device=device)
+            TemporalTransformer(layout.transformer_in_channels, femb, operations=operations, dtype=dtype, device=device,
+                                attention=attention)
             if layout.transformer_in else None)
         self.frame_embedding = FrameEmbedding(layout.frame_channels, femb, operations, dtype, device)
         # referencenet flavour: ReferenceNet fusion attentions and IP-Adapter K/V under their checkpoint names
         for prefix, channels in sorted(layout.fusion_channels.items()):
             _attach(self, prefix, ReferenceFusionAttention(channels, operations=operations, dtype=dtype,
-                                                           device=device))
+                                                           device=device, attention=attention))
         for prefix, (channels, context_dim) in sorted(layout.ip_shapes.items()):
             _attach(self, prefix, IPAdapterKV(channels, context_dim, operations=operations, dtype=dtype,
-                                              device=device))
+                                              device=device, attention=attention))
 
     @property
     def flavour(self) -> str:
@@ -135,45 +138,71 @@ class MuseVMotionModule(nn.Module):
                 yield name, module
 
 
-def load_motion_module(path: str, operations=nn, dtype=None, device=None, name: str | None = None):
+def load_motion_module(path: str, operations=nn, dtype=None, device=None, name: str | None = None,
+                       attention=sdpa_attention):
     """Read a MuseV motion checkpoint and build its temporal modules with the stored weights.
+
+    Only the MuseV tensors are read from the file (the SD1.5 tensors it also holds are never materialised) and
+    the modules are built on the meta device and take the read tensors as their parameters, so the load holds one
+    copy of the kept weights and little else.
 
     Args:
         path: `.safetensors` (or pickled `.bin`, read with `weights_only=True`) of a MuseV UNet.
-        operations, dtype, device: passed to the modules; weights are cast to `dtype` if given.
+        operations, dtype, device: passed to the modules; floating-point weights are converted to `dtype`
+            (default: torch's default dtype, float32).
+        attention: `attention(q, k, v, heads)` of every MuseV attention (see `MuseVMotionModule`).
         name: file name for error messages (default: the base name of `path`).
     Returns:
         `(module, info)` where info is a dict with `flavour`, `musev_keys` (count consumed: temporal modules, frame
         embedding and, for the referencenet flavour, the fusion attentions and IP-Adapter K/V), `sd_keys_ignored`.
     Raises:
-        CheckpointError: unreadable file, a file that is not a MuseV motion UNet, or missing/misshaped keys.
+        CheckpointError: unreadable file, a file that is not a MuseV motion UNet, missing/misshaped keys, a pickle
+            that would run code, or weights holding NaN/inf.
     """
-    name = name or os.path.basename(path)
-    state_dict = read_state_dict(path)
-    return build_motion_module(state_dict, operations=operations, dtype=dtype, device=device, name=name)
+    with CheckpointFile(path, name) as checkpoint:
+        return build_motion_module(checkpoint, operations=operations, dtype=dtype, device=device,
+                                   name=checkpoint.name, attention=attention)
 
 
-def build_motion_module(state_dict: dict[str, torch.Tensor], operations=nn, dtype=None, device=None,
-                        name: str = "checkpoint"):
-    """Like `load_motion_module`, from an in-memory state dict (tensors may live on the `meta` device)."""
+def build_motion_module(source, operations=nn, dtype=None, device=None, name: str = "checkpoint",
+                        attention=sdpa_attention):
+    """Like `load_motion_module`, from an open `CheckpointFile` or an in-memory state dict.
+
+    Args:
+        source: a `CheckpointFile` (only the MuseV tensors are read), or `{key: tensor}` (tensors may live on the
+            `meta` device: then the module is built on `device` without weights, for checks).
+        operations, dtype, device, name, attention: as for `load_motion_module`.
+    """
+    from_file = isinstance(source, CheckpointFile)
+    state_dict = source.meta_state_dict() if from_file else source
+    prefixed = bool(state_dict) and all(k.startswith("unet.") for k in state_dict)
     musev_sd, sd_keys = split_motion_state_dict(state_dict, name)
     layout = infer_motion_layout(musev_sd, name)
-    handled = musev_sd
-    module = MuseVMotionModule(layout, operations=operations, dtype=dtype, device=device)
+    has_data = from_file or all(t.device.type != "meta" for t in musev_sd.values())
+    module = MuseVMotionModule(layout, operations=operations, dtype=dtype,
+                               device="meta" if has_data else device, attention=attention)
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(handled))
-    unexpected = sorted(set(handled) - set(expected))
+    missing = sorted(set(expected) - set(musev_sd))
+    unexpected = sorted(set(musev_sd) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{name}: MuseV keys do not form complete modules "
             f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})")
-    for key, tensor in handled.items():
+    for key, tensor in musev_sd.items():
         if tuple(expected[key].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{name}: '{key}' has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)}")
-    if all(t.device.type != "meta" for t in handled.values()):
-        module.load_state_dict(handled, strict=True)
-    info = {"flavour": layout.flavour, "musev_keys": len(handled), "sd_keys_ignored": len(sd_keys)}
+    if has_data:
+        target = dtype or torch.get_default_dtype()
+        if from_file:
+            file_keys = {("unet." + k if prefixed else k): k for k in expected}
+            weights = {file_keys[k]: v for k, v in source.read(file_keys, dtype=target, device=device).items()}
+        else:
+            weights = {k: musev_sd[k].to(device=device, dtype=target if musev_sd[k].is_floating_point() else None,
+                                         copy=True) for k in expected}
+        # the module was built on the meta device: take the read tensors as its parameters (no second copy)
+        module.load_state_dict(weights, strict=True, assign=True)
+    info = {"flavour": layout.flavour, "musev_keys": len(musev_sd), "sd_keys_ignored": len(sd_keys)}
     return module, info
 
 

@@ -10,14 +10,13 @@
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, read_state_dict
+from .checkpoint import CheckpointError, CheckpointFile
+from .temporal import sdpa_attention
 
 #: MuseV builds every fusion attention with 8 heads of C/8 channels (`attention_head_dim=8`, SD1.5 sense).
 FUSION_HEADS = 8
@@ -34,11 +33,14 @@ class ReferenceFusionAttention(nn.Module):
     Args:
         channels: C of the UNet features at this position (also the reference map's channels).
         operations: `Linear` provider (torch.nn or comfy.ops).
+        attention: `attention(q, k, v, heads)` (see `musev_core.temporal.sdpa_attention`).
     """
 
-    def __init__(self, channels: int, heads: int = FUSION_HEADS, operations=nn, dtype=None, device=None):
+    def __init__(self, channels: int, heads: int = FUSION_HEADS, operations=nn, dtype=None, device=None,
+                 attention=sdpa_attention):
         super().__init__()
         self.heads = heads
+        self.attention = attention
         self.to_q = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_k = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_v = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
@@ -66,14 +68,7 @@ class ReferenceFusionAttention(nn.Module):
         ref = reference.to(x.dtype).flatten(2).transpose(1, 2)              # b (t2 h2 w2) c
         ref = ref.repeat_interleave(num_frames, dim=0)                      # (b t) (t2 h2 w2) c
         context = torch.cat([ref, own], dim=1)
-        q, k, v = self.to_q(own), self.to_k(context), self.to_v(context)
-        heads = self.heads
-
-        def split(t):
-            return t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)
-
-        attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        attended = attended.transpose(1, 2).reshape(bt, h * w, c)
+        attended = self.attention(self.to_q(own), self.to_k(context), self.to_v(context), self.heads)
         out = self.to_out[1](self.to_out[0](attended))
         return x + out.transpose(1, 2).reshape(bt, c, h, w).to(x.dtype)
 
@@ -105,11 +100,14 @@ class IPAdapterKV(nn.Module):
 
     MuseV (attention_processor.py `T2IReferencenetIPAdapterXFormersAttnProcessor`) adds
     `ip_scale * softmax(Q K_ip^T / sqrt(d)) V_ip` to the text attention before `to_out`; the projections map the
-    IP tokens (context width, 768 for SD1.5) to the attention's width.
+    IP tokens (context width, 768 for SD1.5) to the attention's width. `attention(q, k, v, heads)` computes the
+    attention (see `musev_core.temporal.sdpa_attention`).
     """
 
-    def __init__(self, channels: int, context_dim: int, operations=nn, dtype=None, device=None):
+    def __init__(self, channels: int, context_dim: int, operations=nn, dtype=None, device=None,
+                 attention=sdpa_attention):
         super().__init__()
+        self.attention_fn = attention
         self.to_k_ip = operations.Linear(context_dim, channels, bias=False, dtype=dtype, device=device)
         self.to_v_ip = operations.Linear(context_dim, channels, bias=False, dtype=dtype, device=device)
 
@@ -124,14 +122,7 @@ class IPAdapterKV(nn.Module):
             `B n (heads d)`, before `to_out` (the caller adds it, scaled, to the text attention).
         """
         key, value = self.to_k_ip(ip_tokens.to(query.dtype)), self.to_v_ip(ip_tokens.to(query.dtype))
-        b, n, inner = query.shape
-        d = inner // heads
-
-        def split(t):
-            return t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(query), split(key), split(value))
-        return out.transpose(1, 2).reshape(b, n, inner)
+        return self.attention_fn(query, key, value, heads)
 
 
 class ImageProjection(nn.Module):
@@ -158,20 +149,21 @@ class ImageProjection(nn.Module):
         return self.norm(x.reshape(-1, self.tokens, self.dim))
 
 
-def _image_proj_weights(state_dict: dict, name: str) -> dict[str, torch.Tensor]:
-    """The four ImageProj tensors from any of the layouts MuseV/IP-Adapter files use."""
-    if "image_proj" in state_dict and isinstance(state_dict["image_proj"], dict):
-        state_dict = state_dict["image_proj"]
-    elif any(k.startswith("image_proj.") for k in state_dict):
-        state_dict = {k[len("image_proj."):]: v for k, v in state_dict.items() if k.startswith("image_proj.")}
+def _image_proj_keys(state_dict: dict, name: str) -> dict[str, str]:
+    """`{file key: ImageProjection key}` of the four ImageProj tensors, in any layout MuseV/IP-Adapter files use.
+
+    Nested files (`{"image_proj": {...}, "ip_adapter": {...}}`) arrive flattened by `CheckpointFile` as
+    `image_proj.*` keys.
+    """
+    prefix = "image_proj." if any(k.startswith("image_proj.") for k in state_dict) else ""
     needed = ("proj.weight", "proj.bias", "norm.weight", "norm.bias")
-    missing = [k for k in needed if k not in state_dict]
+    missing = [k for k in needed if prefix + k not in state_dict]
     if missing:
         keys = sorted(state_dict)[:3]
         raise CheckpointError(
             f"{name} is not an IP-Adapter image projection: missing {missing} (found keys like {keys}); expected "
             f"MuseV's ip_adapter_image_proj.bin (musev_referencenet/ folder)")
-    return {k: state_dict[k] for k in needed}
+    return {prefix + k: k for k in needed}
 
 
 def load_image_projection(path: str, name: str | None = None, dtype=torch.float32) -> ImageProjection:
@@ -184,28 +176,19 @@ def load_image_projection(path: str, name: str | None = None, dtype=torch.float3
     Returns:
         an `ImageProjection` in eval mode on the CPU.
     Raises:
-        CheckpointError: unreadable file or no image projection in it.
+        CheckpointError: unreadable file, no image projection in it, a pickle that would run code, NaN/inf weights.
     """
-    name = name or os.path.basename(path)
-    if path.endswith(".safetensors"):
-        state_dict = read_state_dict(path)
-    else:
-        if not os.path.isfile(path):
-            raise CheckpointError(f"model file not found: {path}")
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"could not read {name}: not a PyTorch state-dict file ({exc})") from exc
-        if not isinstance(state_dict, dict):
-            raise CheckpointError(f"{name} does not hold a state dict")
-    weights = _image_proj_weights(state_dict, name)
+    with CheckpointFile(path, name) as checkpoint:
+        name = checkpoint.name
+        wanted = _image_proj_keys(checkpoint.meta_state_dict(), name)
+        weights = {wanted[k]: v for k, v in checkpoint.read(wanted, dtype=dtype).items()}
     dim = int(weights["norm.weight"].shape[0])
     out_features, embed_dim = (int(s) for s in weights["proj.weight"].shape)
     if out_features % dim:
         raise CheckpointError(f"{name}: proj.weight {tuple(weights['proj.weight'].shape)} is not a whole number of "
                               f"{dim}-wide tokens")
-    module = ImageProjection(embed_dim, out_features // dim, dim, dtype=dtype)
-    module.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True)
+    module = ImageProjection(embed_dim, out_features // dim, dim, dtype=dtype, device="meta")
+    module.load_state_dict(weights, strict=True, assign=True)
     return module.eval().requires_grad_(False)
 
 

@@ -3,7 +3,9 @@
 Both modules take and return the 2-D UNet layout `(b t) c h w` (frames vary fastest inside each batch entry) and
 reshape internally, so they can sit between the per-frame ResBlocks and spatial transformers of a 2-D UNet.
 Every module takes an `operations` namespace (default `torch.nn`) providing `Linear`, `Conv3d`, `GroupNorm` and
-`LayerNorm`, so an adapter can pass ComfyUI's `comfy.ops` classes for low-VRAM casting and fp16/bf16.
+`LayerNorm`, so an adapter can pass ComfyUI's `comfy.ops` classes for low-VRAM casting and fp16/bf16, and an
+`attention` function (default `sdpa_attention`) so an adapter can pass ComfyUI's optimized attention (xformers,
+sage, flash, split/sub-quadratic, batch-size limits) without this package importing ComfyUI.
 Key names match MuseV's released checkpoints.
 """
 from __future__ import annotations
@@ -14,6 +16,28 @@ from torch import nn
 
 #: MuseV's released UNets use `attention_head_dim=8` in the SD1.5 sense: 8 heads of C/8 channels everywhere.
 TEMPORAL_HEADS = 8
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head attention with PyTorch's `scaled_dot_product_attention` (the default `attention` function).
+
+    The interface every MuseV module expects of its `attention` argument (ComfyUI's `optimized_attention` has it):
+
+    Args:
+        q: `b n (heads d)` projected queries.
+        k, v: `b m (heads d)` projected keys and values (m may differ from n).
+        heads: number of heads.
+    Returns:
+        `b n (heads d)`, softmax(q k^T / sqrt(d)) v per head, no mask, no dropout.
+    """
+    b, n, inner = q.shape
+    d = inner // heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return out.transpose(1, 2).reshape(b, n, inner)
 
 
 def _to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -67,11 +91,15 @@ class TemporalConvLayer(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with diffusers key names (`to_q`, `to_k`, `to_v` without bias, `to_out.0`)."""
+    """Multi-head self-attention with diffusers key names (`to_q`, `to_k`, `to_v` without bias, `to_out.0`).
 
-    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None):
+    `attention(q, k, v, heads)` computes the attention itself (see `sdpa_attention`).
+    """
+
+    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
         self.heads = heads
+        self.attention = attention
         self.to_q = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
         self.to_k = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
         self.to_v = operations.Linear(dim, dim, bias=False, dtype=dtype, device=device)
@@ -79,14 +107,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: `n s c` (s tokens). Returns `n s c`."""
-        n, s, c = x.shape
-        head_dim = c // self.heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(n, s, self.heads, head_dim).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
-        out = out.transpose(1, 2).reshape(n, s, c)
+        out = self.attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
         return self.to_out[1](self.to_out[0](out))
 
 
@@ -134,12 +155,12 @@ class TemporalTransformerBlock(nn.Module):
     norm1/norm3 `MUSEV_BLOCK_NORM_EPS` (0), norm2 1e-5, as in MuseV.
     """
 
-    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None):
+    def __init__(self, dim: int, heads: int, operations=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
         self.norm1 = operations.LayerNorm(dim, eps=MUSEV_BLOCK_NORM_EPS, dtype=dtype, device=device)
-        self.attn1 = SelfAttention(dim, heads, operations, dtype, device)
+        self.attn1 = SelfAttention(dim, heads, operations, dtype, device, attention)
         self.norm2 = operations.LayerNorm(dim, eps=1e-5, dtype=dtype, device=device)
-        self.attn2 = SelfAttention(dim, heads, operations, dtype, device)
+        self.attn2 = SelfAttention(dim, heads, operations, dtype, device, attention)
         self.norm3 = operations.LayerNorm(dim, eps=MUSEV_BLOCK_NORM_EPS, dtype=dtype, device=device)
         self.ff = FeedForward(dim, operations, dtype, device)
 
@@ -162,16 +183,18 @@ class TemporalTransformer(nn.Module):
         channels: C.
         femb_channels: width of the frame embedding (1280 for SD1.5).
         heads: attention heads (8 in every released MuseV UNet).
+        attention: `attention(q, k, v, heads)` of both self-attentions (see `sdpa_attention`).
     """
 
     def __init__(self, channels: int, femb_channels: int, heads: int = TEMPORAL_HEADS, operations=nn,
-                 dtype=None, device=None):
+                 dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
         self.norm = operations.GroupNorm(32, channels, eps=1e-6, affine=True, dtype=dtype, device=device)
         self.proj_in = operations.Linear(channels, channels, dtype=dtype, device=device)
         self.frame_emb_proj = operations.Linear(femb_channels, channels, dtype=dtype, device=device)
         self.femb_act = nn.SiLU()
-        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, operations, dtype, device)])
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, operations, dtype, device,
+                                                                          attention)])
         self.proj_out = operations.Linear(channels, channels, dtype=dtype, device=device)
         self.temporal_weight = nn.Parameter(torch.full((1,), 1e-5, dtype=dtype, device=device))
 

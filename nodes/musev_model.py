@@ -460,6 +460,17 @@ class _DiffusionModelWrapper:
         return executor(x, timesteps, context, y, control, options, **kwargs)
 
 
+def comfy_attention_function(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """The `attention` function given to MuseV's modules: ComfyUI's `optimized_attention`.
+
+    Looked up at call time, so the backend ComfyUI chose at start-up (`--use-sage-attention`, xformers, flash,
+    PyTorch, split or sub-quadratic) and its batch-size limits apply to the temporal, reference-fusion and
+    IP-Adapter attentions as to the UNet's own. Shapes as `musev_core.temporal.sdpa_attention`:
+    q `b n (heads d)`, k/v `b m (heads d)` -> `b n (heads d)`.
+    """
+    return comfy_attention.optimized_attention(q, k, v, heads)
+
+
 def _operations_for(model_patcher):
     """comfy.ops flavour matching the UNet's weight/compute dtypes (manual cast when they differ)."""
     base = model_patcher.model
@@ -468,12 +479,27 @@ def _operations_for(model_patcher):
     return comfy.ops.disable_weight_init
 
 
-def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], name: str):
+def motion_weight_dtype(model_patcher) -> torch.dtype:
+    """Dtype the MuseV weights are stored in for this MODEL: the UNet's weight dtype, except for 8-bit ones.
+
+    An fp8 UNet (`--fp8_e4m3fn-unet`, fp8 checkpoints) runs with a wider compute dtype through ComfyUI's manual
+    cast; MuseV's weights were never quantised, so they are kept in that compute dtype (fp16/bf16/fp32) instead
+    of being rounded to fp8. They compute in the dtype of the features they receive (the MODEL's compute dtype).
+    """
+    base = model_patcher.model
+    dtype = base.get_dtype()
+    if dtype.is_floating_point and torch.empty((), dtype=dtype).element_size() >= 2:
+        return dtype
+    return getattr(base, "manual_cast_dtype", None) or torch.float16
+
+
+def build_motion_patcher(model_patcher, source, name: str):
     """Build the temporal modules of a MuseV checkpoint for this MODEL and wrap them in a ModelPatcher.
 
     Args:
         model_patcher: the user's MODEL (SD1.5).
-        state_dict: the motion checkpoint's tensors (only MuseV keys are used).
+        source: an open `CheckpointFile` of the motion checkpoint (only its MuseV tensors are read), or its
+            `{key: tensor}` state dict (only MuseV keys are used).
         name: file name for messages.
     Returns:
         `(motion_patcher, info)`; info as from `build_motion_module`.
@@ -481,9 +507,12 @@ def build_motion_patcher(model_patcher, state_dict: dict[str, torch.Tensor], nam
         CheckpointError: not a MuseV checkpoint, or modules that do not fit the UNet.
     """
     base = model_patcher.model
-    dtype = base.get_dtype()
-    motion, info = build_motion_module(state_dict, operations=_operations_for(model_patcher), dtype=dtype,
-                                       device=model_patcher.offload_device, name=name)
+    dtype = motion_weight_dtype(model_patcher)
+    # weights kept wider than the UNet's (fp8 MODEL) are cast to the features' dtype like a manual-cast UNet
+    operations = comfy.ops.manual_cast if dtype != base.get_dtype() else _operations_for(model_patcher)
+    motion, info = build_motion_module(source, operations=operations, dtype=dtype,
+                                       device=model_patcher.offload_device, name=name,
+                                       attention=comfy_attention_function)
     check_fits(motion, base.diffusion_model, name)
     for _prefix, module, feature in motion.reference_fusions():
         setattr(module, FEATURE_ATTR, feature)

@@ -9,7 +9,7 @@ import comfy.latent_formats
 import comfy.model_management
 import comfy.utils
 
-from ..musev_core.checkpoint import read_state_dict
+from ..musev_core.checkpoint import CheckpointFile
 from ..musev_core.reference import IPTokens, load_image_projection
 from ..musev_core.reference import ip_tokens as project_ip_tokens
 from . import model_folders
@@ -77,6 +77,9 @@ def check_reference_image(image: torch.Tensor, width: int, height: int) -> None:
         raise ValueError(f"the reference image is {image.shape[2]}x{image.shape[1]} px ({', '.join(too_big)} taken "
                          f"from the image, over {MAX_UNRESIZED_SIDE} px): set width and height to the video's size "
                          f"(e.g. 512x768) so it is resized first")
+def _load_referencenet(path: str, name: str):
+    with CheckpointFile(path, name) as checkpoint:  # reads only the encoder tensors
+        return build_referencenet_patcher(checkpoint, name)
 
 
 class MuseVReferenceNetEncode:
@@ -126,8 +129,7 @@ class MuseVReferenceNetEncode:
         check_reference_image(image, width, height)
         cond_context, uncond_context = contexts_for(ip_tokens, positive, negative)
         path = model_folders.resolve("musev", referencenet_name)
-        patcher = _REFERENCENET_CACHE.get((path,), lambda: build_referencenet_patcher(read_state_dict(path),
-                                                                                   referencenet_name))
+        patcher = _REFERENCENET_CACHE.get((path,), lambda: _load_referencenet(path, referencenet_name))
         image = fit_image(image[..., :3], width, height)
         latent = comfy.latent_formats.SD15().process_in(vae.encode(image).float())
         return (encode_reference(patcher, latent, cond_context, uncond_context),)

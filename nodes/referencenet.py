@@ -19,7 +19,7 @@ import comfy.utils
 from comfy.ldm.modules.attention import BasicTransformerBlock
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel, timestep_embedding
 
-from ..musev_core.checkpoint import CheckpointError, describe_foreign_file, musev_key_family
+from ..musev_core.checkpoint import CheckpointError, CheckpointFile, describe_foreign_file, musev_key_family
 from ..musev_core.reference import IPTokens, ReferenceFeatures
 from ..musev_core.temporal import MUSEV_BLOCK_NORM_EPS
 
@@ -112,17 +112,24 @@ class ReferenceNetEncoder(nn.Module):
         return features
 
 
-def build_referencenet_patcher(state_dict: dict[str, torch.Tensor], name: str):
-    """Build the ReferenceNet from its state dict, in a ModelPatcher managed by ComfyUI.
+def build_referencenet_patcher(source, name: str):
+    """Build the ReferenceNet from its file or state dict, in a ModelPatcher managed by ComfyUI.
 
-    The weights load with `strict=True` on the encoder (keys of an up path, if the file has one, are ignored);
-    its spatial transformer blocks run with MuseV's LayerNorm eps (see musev_core/temporal.py).
+    The encoder is built on the meta device and takes the read tensors as its weights (no second copy); from a
+    `CheckpointFile` only the encoder tensors are read, converted one at a time to the UNet dtype ComfyUI picks
+    (keys of an up path, if the file has one, are never read). Its spatial transformer blocks run with MuseV's
+    LayerNorm eps (see musev_core/temporal.py).
 
+    Args:
+        source: an open `CheckpointFile` of `musev_referencenet/referencenet/...`, or its `{key: tensor}`.
+        name: file name for messages.
     Returns:
         a `ModelPatcher` whose `.model` is a `ReferenceNetEncoder`.
     Raises:
-        CheckpointError: not a ReferenceNet, or missing/misshaped keys.
+        CheckpointError: not a ReferenceNet, missing/misshaped keys, or weights holding NaN/inf.
     """
+    from_file = isinstance(source, CheckpointFile)
+    state_dict = source.meta_state_dict() if from_file else source
     config = referencenet_unet_config(state_dict, name)
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
@@ -134,22 +141,26 @@ def build_referencenet_patcher(state_dict: dict[str, torch.Tensor], name: str):
     unet = UNetModel(**config, dtype=dtype, device="meta", operations=operations)
     encoder = ReferenceNetEncoder(unet)
     del unet
-    mapping = comfy.utils.unet_to_diffusers(config)
-    converted = {}
-    for diffusers_key, comfy_key in mapping.items():
-        if diffusers_key in state_dict and _ENCODER_KEY.match(diffusers_key):
-            converted[comfy_key] = state_dict[diffusers_key]
+    mapping = {diffusers_key: comfy_key for diffusers_key, comfy_key in comfy.utils.unet_to_diffusers(config).items()
+               if diffusers_key in state_dict and _ENCODER_KEY.match(diffusers_key)}
     expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
+    converted_keys = set(mapping.values())
+    missing = sorted(set(expected) - converted_keys)
+    unexpected = sorted(converted_keys - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{name}: ReferenceNet keys do not match an SD1.5 encoder (missing {len(missing)}: "
                               f"{missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})")
-    for key, tensor in converted.items():
-        if tuple(expected[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{name}: '{key}' has shape {tuple(tensor.shape)}, expected "
-                                  f"{tuple(expected[key].shape)}")
-    encoder.load_state_dict({k: v.to(dtype) for k, v in converted.items()}, strict=True, assign=True)
+    for diffusers_key, comfy_key in mapping.items():
+        shape = tuple(state_dict[diffusers_key].shape)
+        if tuple(expected[comfy_key].shape) != shape:
+            raise CheckpointError(f"{name}: '{comfy_key}' has shape {shape}, expected "
+                                  f"{tuple(expected[comfy_key].shape)}")
+    if from_file:
+        weights = source.read(mapping, dtype=dtype)
+    else:
+        weights = {k: state_dict[k].to(dtype) for k in mapping}
+    encoder.load_state_dict({mapping[k]: v for k, v in weights.items()}, strict=True, assign=True)
+    del weights
     encoder.to(offload_device)
     for block in encoder.modules():
         if isinstance(block, BasicTransformerBlock):

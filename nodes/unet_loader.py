@@ -1,7 +1,7 @@
 """Node: Load MuseV UNet (MODEL + MuseV motion checkpoint -> MODEL)."""
 from __future__ import annotations
 
-from ..musev_core.checkpoint import read_state_dict
+from ..musev_core.checkpoint import CheckpointFile
 from . import model_folders
 from .errors import names_node
 from .musev_model import apply_motion, build_motion_patcher
@@ -45,7 +45,6 @@ class LoadMuseVUNet:
     @names_node("Load MuseV UNet")
     def load(self, model, unet_name):
         path = model_folders.resolve("musev", unet_name)
-        state_dict = read_state_dict(path)
-        motion_patcher, _info = build_motion_patcher(model, state_dict, unet_name)
-        del state_dict
+        with CheckpointFile(path, unet_name) as checkpoint:  # reads only the MuseV tensors
+            motion_patcher, _info = build_motion_patcher(model, checkpoint, unet_name)
         return (apply_motion(model, motion_patcher),)

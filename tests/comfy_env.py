@@ -19,8 +19,11 @@ def comfy_dir() -> str | None:
     return path if path and os.path.isfile(os.path.join(path, "comfy", "model_patcher.py")) else None
 
 
-def bootstrap() -> None:
-    """Make `comfy`, `folder_paths`, `nodes`... importable (CPU, PyTorch attention). Idempotent."""
+def bootstrap(args: list[str] | None = None) -> None:
+    """Make `comfy`, `folder_paths`, `nodes`... importable (CPU, PyTorch attention). Idempotent.
+
+    `args` replaces the ComfyUI command-line flags (benchmarks on CUDA or with another attention backend).
+    """
     global _bootstrapped
     if _bootstrapped:
         return
@@ -31,7 +34,7 @@ def bootstrap() -> None:
         sys.path.insert(0, path)
     saved = sys.argv
     # PyTorch SDPA attention, as ComfyUI uses on current GPUs (its CPU default is the chunked sub-quadratic one)
-    sys.argv = [saved[0], "--cpu", "--use-pytorch-cross-attention"]
+    sys.argv = [saved[0]] + (["--cpu", "--use-pytorch-cross-attention"] if args is None else list(args))
     try:
         import comfy.options
         comfy.options.enable_args_parsing()

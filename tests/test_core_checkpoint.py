@@ -1,13 +1,14 @@
 """Checkpoint handling in musev_core against the released key layout (no ComfyUI, no weights)."""
 import json
 import os
+import re
 
 import pytest
 import safetensors.torch
 import torch
 
-from musev_core.checkpoint import CheckpointError, read_state_dict, split_motion_state_dict
-from musev_core.motion_module import build_motion_module
+from musev_core.checkpoint import CheckpointError, CheckpointFile, read_state_dict, split_motion_state_dict
+from musev_core.motion_module import build_motion_module, load_motion_module
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,101 @@ def test_bin_files_are_read_with_weights_only(tmp_path):
 
     import argparse  # a pickled object that is not a tensor: weights_only refuses to build it
     torch.save({"a": argparse.Namespace(x=1)}, str(path))
-    with pytest.raises(CheckpointError, match="could not read motion.bin"):
+    with pytest.raises(CheckpointError, match="could not read motion.bin: the file contains code"):
         read_state_dict(str(path))
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: loading it without weights_only would run a shell command."""
+
+    def __reduce__(self):
+        return os.system, ("echo this-ran",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_for_safety(tmp_path):
+    path = tmp_path / "motion.bin"
+    torch.save({"a": torch.ones(2), "b": _RunsCode()}, str(path))
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(str(path))
+    message = str(err.value)
+    assert re.fullmatch(r"could not read motion\.bin: the file contains code \(it imports '\w+\.system'\) besides "
+                        r"tensors and was refused for safety; only files of plain tensors are loaded\. Use the "
+                        r"released \.safetensors file instead", message), message
+    assert "weights_only" not in message and "truncated" not in message
+    assert err.value.__cause__ is None  # torch's hint to retry with weights_only=False is not chained either
+
+
+@pytest.mark.parametrize("suffix, legacy", [(".safetensors", False), (".bin", False), (".bin", True)])
+def test_nan_or_inf_weights_name_the_file_and_the_first_bad_tensor(tmp_path, suffix, legacy):
+    path = tmp_path / f"motion{suffix}"
+    bad = torch.ones(3, 4)
+    bad[1, 2] = float("nan")
+    tensors = {"a.weight": torch.ones(2), "b.weight": bad, "c.weight": torch.full((2,), float("inf"))}
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(tensors, str(path))
+    else:
+        torch.save(tensors, str(path), _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(str(path))
+    assert str(err.value) == (f"motion{suffix} is damaged: tensor 'b.weight' holds NaN or infinite values; "
+                              f"re-download the file")
+    with CheckpointFile(str(path)) as checkpoint:
+        assert torch.equal(checkpoint.read(["a.weight"])["a.weight"], torch.ones(2))
+
+
+def test_overflow_on_conversion_is_reported(tmp_path):
+    path = tmp_path / "r.safetensors"
+    safetensors.torch.save_file({"w": torch.tensor([1.0, 1e6])}, str(path))
+    with CheckpointFile(str(path)) as checkpoint, pytest.raises(CheckpointError) as err:
+        checkpoint.read(["w"], dtype=torch.float16)
+    assert str(err.value) == ("r.safetensors is damaged: tensor 'w' holds NaN or infinite values (stored as "
+                              "torch.float32, converted to torch.float16); re-download the file")
+
+
+@pytest.mark.parametrize("suffix, legacy", [(".safetensors", False), (".bin", False), (".bin", True)])
+def test_checkpoint_file_reads_only_the_asked_tensors_converted(tmp_path, suffix, legacy):
+    path = tmp_path / f"f{suffix}"
+    tensors = {"keep": torch.arange(6, dtype=torch.float16).reshape(2, 3), "skip": torch.zeros(4),
+               "steps": torch.tensor([3], dtype=torch.int64)}
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(tensors, str(path))
+    else:
+        torch.save({"state_dict": tensors}, str(path), _use_new_zipfile_serialization=not legacy)
+    with CheckpointFile(str(path)) as checkpoint:
+        assert sorted(checkpoint.keys()) == ["keep", "skip", "steps"] and "skip" in checkpoint
+        meta = checkpoint.meta_state_dict()
+        assert meta["keep"].device.type == "meta" and meta["keep"].dtype == torch.float16
+        assert tuple(meta["keep"].shape) == (2, 3)
+        read = checkpoint.read(["keep", "steps"], dtype=torch.float32)
+    assert set(read) == {"keep", "steps"}
+    assert read["keep"].dtype == torch.float32 and torch.equal(read["keep"], torch.arange(6.0).reshape(2, 3))
+    assert read["steps"].dtype == torch.int64  # integers are never converted
+    read["keep"].add_(1)  # owned memory: writing does not touch the file
+    with CheckpointFile(str(path)) as checkpoint:
+        assert torch.equal(checkpoint.read(["keep"])["keep"], tensors["keep"])
+        with pytest.raises(CheckpointError, match="f.* lacks the tensor 'absent'"):
+            checkpoint.read(["absent"])
+
+
+def test_large_and_scalar_tensors_are_copied_whole(tmp_path):
+    path = tmp_path / "big.safetensors"
+    big = torch.randn(3001, 1024, generator=torch.Generator().manual_seed(0))  # 12 MB: copied in 4 MB blocks
+    safetensors.torch.save_file({"big": big, "scalar": torch.tensor(2.5)}, str(path))
+    with CheckpointFile(str(path)) as checkpoint:
+        read = checkpoint.read(["big", "scalar"], dtype=torch.float16)
+    assert torch.equal(read["big"], big.half()) and read["scalar"].shape == () and read["scalar"].item() == 2.5
+
+
+def test_motion_module_loads_from_the_file_with_only_its_musev_tensors(shared_dir, tmp_path):
+    source = os.path.join(shared_dir, "fixtures", "musev_parity", "tiny_unet_musev.safetensors")
+    weights = safetensors.torch.load_file(source)
+    path = tmp_path / "prefixed.bin"
+    torch.save({"unet." + k: v for k, v in weights.items()}, str(path))
+    module, info = load_motion_module(str(path), dtype=torch.float64)
+    assert info == {"flavour": "musev", "musev_keys": 871, "sd_keys_ignored": 684}
+    for key, tensor in module.state_dict().items():
+        assert tensor.dtype == torch.float64 and torch.equal(tensor, weights[key].double()), key
+    assert all(p.device.type == "cpu" for p in module.parameters())
 
 
 @pytest.mark.parametrize("name, total", [("tiny_unet_musev", 1555), ("tiny_unet_musev_referencenet", 1623)])
