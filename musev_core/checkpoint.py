@@ -120,7 +120,7 @@ def _refused_pickle_message(name: str, exc: Exception) -> str | None:
     found = _UNSAFE_GLOBAL.search(text)
     what = f" (it imports '{found.group(1)}')" if found else ""
     return (f"could not read {name}: the file contains code{what} besides tensors and was refused for safety; "
-            f"only files of plain tensors are loaded. Use the released .safetensors file instead")
+            f"only files of plain tensors are loaded. Use the file as released (or its .safetensors version)")
 
 
 class CheckpointFile:

@@ -252,8 +252,8 @@ def test_truncated_file_is_refused(tmp_path, suffix):
 def test_pth_is_read_with_weights_only(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"conv_in.weight": torch.zeros(1), "callable": print}, str(path))
-    with pytest.raises(CheckpointError, match=r"could not read evil.pth: the file is truncated or not a PyTorch "
-                                              r"state-dict file \(UnpicklingError"):
+    with pytest.raises(CheckpointError, match=r"could not read evil.pth: the file contains code \(it imports "
+                                              r"'(builtins\.)?print'\) besides tensors and was refused for safety"):
         mp_checkpoint.CheckpointFile(str(path))
 
 
@@ -272,3 +272,14 @@ def test_musepose_core_runs_without_comfy_in_a_clean_interpreter():
     result = run_clean(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_tensor_with_nan_is_refused_naming_the_file_and_tensor(tmp_path):
+    path = tmp_path / "pose_guider.pth"
+    torch.save({"conv_in.weight": torch.zeros(2, 3), "conv_in.bias": torch.tensor([0.0, float("nan")])}, str(path))
+    file = mp_checkpoint.CheckpointFile(str(path))
+    assert file.shapes == {"conv_in.weight": (2, 3), "conv_in.bias": (2,)}
+    assert file.tensors(["conv_in.weight"])["conv_in.weight"].eq(0).all()
+    with pytest.raises(CheckpointError, match=r"^pose_guider\.pth is damaged: tensor 'conv_in\.bias' holds NaN or "
+                                              r"infinite values; re-download the file$"):
+        file.tensors(["conv_in.weight", "conv_in.bias"])

@@ -14,12 +14,12 @@ Files are read lean: safetensors through `safe_open`, reading only the keys aske
 """
 from __future__ import annotations
 
-import os
 import re
 
 import torch
 
 from ..checkpoint import SD_UNET_KEY_PATTERN, CheckpointError, musev_key_family
+from ..checkpoint import CheckpointFile as SharedCheckpointFile
 from .modules import MOTION_MAX_FRAMES, MotionModules, PoseGuider
 
 KINDS = ("denoising_unet", "motion_module", "reference_unet", "pose_guider")
@@ -41,57 +41,28 @@ _PE_SUFFIX = ".pos_encoder.pe"
 _POSE_GUIDER_KEY = re.compile(r"^(conv_in|conv_out|blocks\.\d+)\.(weight|bias)$")
 
 
-class CheckpointFile:
-    """Key names and shapes of a model file, with lean access to its tensors.
+class CheckpointFile(SharedCheckpointFile):
+    """A MusePose model file: the pack's lean reader (`musev_core.checkpoint.CheckpointFile`) plus its shapes.
+
+    Reads nothing but names, shapes and dtypes when opened; `tensors` copies only the keys asked for, each checked
+    finite (safetensors through `safe_open`; pickles through `torch.load(weights_only=True, mmap=True)`).
 
     Args:
-        path: `.safetensors`, or a pickled `.pth/.pt/.bin/.ckpt` state dict (read with `weights_only=True`).
+        path: `.safetensors`, or a pickled `.pth/.pt/.bin/.ckpt` state dict.
     Attributes:
         name: the file name (for messages); shapes: `{key: shape tuple}`.
     Raises:
-        CheckpointError: missing, truncated or not a flat state dict of tensors, naming the file.
+        CheckpointError: missing, truncated, a pickle that would run code (refused for safety), or not a state
+            dict of tensors, naming the file.
     """
 
     def __init__(self, path: str):
-        self.path = path
-        self.name = os.path.basename(path)
-        self._state = None
-        if not os.path.isfile(path):
-            raise CheckpointError(f"model file not found: {path}")
-        safetensors_file = path.endswith(".safetensors")
-        try:
-            if safetensors_file:
-                from safetensors import safe_open
-                with safe_open(path, framework="pt", device="cpu") as handle:
-                    self.shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-            else:
-                try:
-                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-                except RuntimeError as exc:
-                    if "mmap" not in str(exc) and "zip" not in str(exc):
-                        raise
-                    state = torch.load(path, map_location="cpu", weights_only=True)  # old non-zip format
-                if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                    state = state["state_dict"]
-                if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                    raise CheckpointError(f"{self.name} does not hold a flat state dict of tensors")
-                self._state = state
-                self.shapes = {k: tuple(v.shape) for k, v in state.items()}
-        except CheckpointError:
-            raise
-        except Exception as exc:  # safetensors / torch raise several types for damaged files
-            kind = "safetensors" if safetensors_file else "PyTorch state-dict"
-            raise CheckpointError(f"could not read {self.name}: the file is truncated or not a {kind} file "
-                                  f"({type(exc).__name__}: {exc})") from exc
+        super().__init__(path)
+        self.shapes = {key: tuple(meta.shape) for key, meta in self.meta_state_dict().items()}
 
     def tensors(self, keys) -> dict[str, torch.Tensor]:
-        """`{key: tensor}` on the CPU, as stored, for the given keys only."""
-        keys = list(keys)
-        if self._state is not None:
-            return {k: self._state[k] for k in keys}
-        from safetensors import safe_open
-        with safe_open(self.path, framework="pt", device="cpu") as handle:
-            return {k: handle.get_tensor(k) for k in keys}
+        """`{key: tensor}` on the CPU, as stored, for the given keys only (each checked finite)."""
+        return self.read(list(keys))
 
 
 def describe_keys(shapes: dict[str, tuple]) -> str:
