@@ -395,7 +395,8 @@ class _IPAdapterAttention2:
         if base is not None:
             out = base(q, k, v, extra_options)
         else:
-            out = comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+            out = comfy_attention.optimized_attention(q, k, v, heads,
+                                                      attn_precision=extra_options.get("attn_precision"))
         if self.added:
             sigmas = extra_options.get("sigmas")
             sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) else float("inf")

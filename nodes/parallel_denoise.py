@@ -32,7 +32,7 @@ HINT_CACHES = ("cond_hint", "cond_hints", "control_input", "control_inputs")
 
 
 def _empty_hint_caches(control) -> dict:
-    """Give `control` empty hint caches (found by name and kind); returns the previous ones for `_restore_hint_caches`."""
+    """Give `control` empty hint caches (found by name and kind); returns the old ones for `_restore_hint_caches`."""
     saved = {}
     for name in HINT_CACHES:
         if hasattr(control, name):

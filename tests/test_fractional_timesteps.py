@@ -41,7 +41,8 @@ def sd15(comfy, shared_dir):
     tiny_models.load_diffusers_unet_weights(base, unet_config, weights)
     motion_patcher, _info = musev_model.build_motion_patcher(base, weights, "tiny_unet_musev.safetensors")
     data = safetensors.torch.load_file(os.path.join(root, "pipeline_musev.safetensors"))
-    return {"root": root, "base": base, "motion": motion_patcher, "model": musev_model.apply_motion(base, motion_patcher),
+    return {"root": root, "base": base, "motion": motion_patcher,
+            "model": musev_model.apply_motion(base, motion_patcher),
             "data": data, "settings": dict(report["pipeline_settings"]),
             "report_windows": [w for batch in report["pipeline_musev"]["windows"] for w in batch]}
 
