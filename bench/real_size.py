@@ -2,7 +2,7 @@
 
 Shapes come from `../shared/fixtures/checkpoint_keys/keys.json` (the key layout of TMElyralab/MuseV's released
 files): `musev` (1557 keys: SD1.5 UNet + 871 MuseV tensors), `musev_referencenet` (1625), `referencenet` (298).
-Weights are random (normal, std 0.02; norms 1/0), which is enough for time and memory; never for images.
+Weights are random (uniform, variance 1/fan_in; norms 1, biases 0), which is enough for time and memory; never for images.
 """
 from __future__ import annotations
 
@@ -30,14 +30,16 @@ def released_shapes(keys_json: str | None = None) -> dict[str, dict[str, list[in
 
 
 def random_tensor(key: str, shape: list[int], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
-    """A plausible random weight: norm weights 1, biases and norm biases 0, other weights N(0, 0.02)."""
-    if key.endswith("norm.weight") or ".norm" in key and key.endswith(".weight") and len(shape) == 1:
-        return torch.ones(shape, dtype=dtype)
-    if key.endswith(".bias") or len(shape) == 1 and not key.endswith("temporal_weight"):
-        return torch.zeros(shape, dtype=dtype)
+    """A plausible random weight: 1-D weights (norms) 1, biases 0, `temporal_weight` 1e-5 (MuseV's initial value),
+    other weights uniform with variance 1/fan_in so activations keep their scale through the layers (no denormal slow paths)."""
     if key.endswith("temporal_weight"):
         return torch.full(shape, 1e-5, dtype=dtype)
-    return (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+    if key.endswith(".bias") or len(shape) == 0:
+        return torch.zeros(shape, dtype=dtype)
+    if len(shape) == 1:
+        return torch.ones(shape, dtype=dtype)
+    bound = math.sqrt(3.0 / math.prod(shape[1:]))  # uniform with variance 1/fan_in; cheaper than randn
+    return torch.empty(shape, dtype=dtype).uniform_(-bound, bound, generator=generator)
 
 
 def write_safetensors(path: str, shapes: dict[str, list[int]], dtype: torch.dtype, seed: int = 0) -> int:
@@ -123,7 +125,12 @@ def sd15_model_patcher(dtype: torch.dtype | None = None, device: str = "cpu", ra
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for key, tensor in model.diffusion_model.state_dict().items():
-                tensor.copy_(random_tensor(key, list(tensor.shape), tensor.dtype, generator))
+                shape = list(tensor.shape)
+                if key.endswith(".bias") or len(shape) <= 1 or tensor.dtype.itemsize < 2:
+                    tensor.copy_(random_tensor(key, shape, tensor.dtype, generator))
+                else:  # in place: no temporary of the largest tensors
+                    bound = math.sqrt(3.0 / math.prod(shape[1:]))
+                    tensor.uniform_(-bound, bound, generator=generator)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
                                             offload_device=comfy.model_management.unet_offload_device())
 

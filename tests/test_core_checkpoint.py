@@ -183,7 +183,7 @@ def test_checkpoint_file_reads_only_the_asked_tensors_converted(tmp_path, suffix
 
 def test_large_and_scalar_tensors_are_copied_whole(tmp_path):
     path = tmp_path / "big.safetensors"
-    big = torch.randn(3001, 1024, generator=torch.Generator().manual_seed(0))  # 12 MB: copied in 4 MB blocks
+    big = torch.randn(3001, 1024, generator=torch.Generator().manual_seed(0))  # 12 MB: copied in 1 MB blocks
     safetensors.torch.save_file({"big": big, "scalar": torch.tensor(2.5)}, str(path))
     with CheckpointFile(str(path)) as checkpoint:
         read = checkpoint.read(["big", "scalar"], dtype=torch.float16)
