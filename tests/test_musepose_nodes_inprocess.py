@@ -59,10 +59,10 @@ def test_loader_builds_a_musepose_model_and_refuses_swapped_files(folder, mp_nod
     assert float(sampling.musepose_alphas[-1]) == 0.0
     with pytest.raises(Exception) as info:
         mp_nodes.LoadMusePose().load(FILES["reference_unet"], FILES["motion_module"], FILES["pose_guider"])
-    assert str(info.value).startswith("reference_unet.safetensors is not MusePose's denoising_unet.pth")
+    assert str(info.value).startswith("Load MusePose: reference_unet.safetensors is not MusePose's denoising_unet.pth")
     with pytest.raises(Exception) as info:
         mp_nodes.LoadMusePose().load(FILES["denoising_unet"], FILES["pose_guider"], FILES["pose_guider"])
-    assert str(info.value).startswith("pose_guider.safetensors is not MusePose's motion_module.pth")
+    assert str(info.value).startswith("Load MusePose: pose_guider.safetensors is not MusePose's motion_module.pth")
 
 
 class _Output:
