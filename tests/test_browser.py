@@ -70,13 +70,25 @@ def load_ui(name):
         return json.load(f)
 
 
+#: display-only widgets of core nodes that some frontends put into the API prompt and others do not (frontend 1.35.9
+#: of ComfyUI 0.7.0 adds Preview Any's `previewMode`; 1.32.9 of 0.3.75 does not); the server ignores them
+DISPLAY_ONLY_INPUTS = {"PreviewAny": {"previewMode"}}
+
+
+def without_display_only_inputs(prompt: dict) -> dict:
+    for node in prompt.values():
+        for name in DISPLAY_ONLY_INPUTS.get(node["class_type"], ()):
+            node["inputs"].pop(name, None)
+    return prompt
+
+
 @pytest.mark.parametrize("name", sorted(workflow_graphs.GRAPHS))
 def test_page_loads_workflow_and_converts_it_to_the_shipped_api_file(page, name):
     result = page.evaluate(LOAD_AND_CONVERT, load_ui(name))
     assert not result["missing"], result["missing"]
     assert result["unregistered"] == ["Note"] or result["unregistered"] == []
     with open(os.path.join(workflow_graphs.WORKFLOWS, f"{name}_api.json")) as f:
-        assert result["output"] == json.load(f)
+        assert without_display_only_inputs(result["output"]) == json.load(f)
 
 
 def tiny_ui(name, server, image_name):
