@@ -210,3 +210,17 @@ def test_tiny_fixture_loads_strictly(shared_dir, name, total):
     assert info["musev_keys"] + info["sd_keys_ignored"] == len(weights) == total
     for key, tensor in module.state_dict().items():
         assert torch.equal(tensor, weights[key])
+
+
+def test_image_projection_with_nan_weights_names_the_file_and_tensor(tmp_path):
+    from musev_core.reference import load_image_projection
+    path = tmp_path / "ip_adapter_image_proj.bin"
+    proj = torch.zeros(8, 4)
+    proj[3, 1] = float("inf")
+    torch.save({"image_proj": {"proj.weight": proj, "proj.bias": torch.zeros(8), "norm.weight": torch.ones(4),
+                               "norm.bias": torch.zeros(4)}, "ip_adapter": {"1.to_k_ip.weight": torch.zeros(4, 4)}},
+               str(path))
+    with pytest.raises(CheckpointError) as err:
+        load_image_projection(str(path))
+    assert str(err.value) == ("ip_adapter_image_proj.bin is damaged: tensor 'image_proj.proj.weight' holds NaN or "
+                              "infinite values; re-download the file")
