@@ -9,6 +9,8 @@ import math
 import numpy as np
 import torch
 
+from ..windows import validate_window_settings as shared_window_problem
+
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 0.00085
 BETA_END = 0.012
@@ -20,19 +22,16 @@ DEFAULT_CFG = 3.5
 
 
 def validate_window_settings(num_frames: int, context_frames: int, context_overlap: int) -> str | None:
-    """Why these MusePose window settings are impossible (a message), or None when fine."""
+    """Why these MusePose window settings are impossible (a message), or None when fine.
+
+    MuseV's checks (`musev_core.windows.validate_window_settings`, frames counted as poses) plus the 128 positions
+    MusePose's motion modules encode.
+    """
     if num_frames < 1:
         return f"the pose sequence must have at least 1 frame, got {num_frames}"
-    if context_frames < 1:
-        return f"context_frames must be at least 1, got {context_frames}"
     if context_frames > 128:
         return f"context_frames must be at most 128 (MusePose's motion modules encode 128 positions), got {context_frames}"
-    if context_overlap < 0:
-        return f"context_overlap must be 0 or more, got {context_overlap}"
-    if context_overlap >= context_frames:
-        return (f"context_overlap ({context_overlap}) must be smaller than context_frames ({context_frames}): "
-                f"windows would never advance")
-    return None
+    return shared_window_problem(num_frames, context_frames, context_overlap)
 
 
 def musepose_windows(num_frames: int, context_frames: int, context_overlap: int,
