@@ -48,10 +48,32 @@ def _to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return x.reshape(bt // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def _to_images(x: torch.Tensor) -> torch.Tensor:
-    """`b c t h w` -> `(b t) c h w`."""
-    b, c, t, h, w = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+class _ConvOverTime:
+    """Mixin for a `Conv3d` whose kernel covers time only (`(k, 1, 1)`, stride 1 and no padding in h, w).
+
+    Such a convolution is the same arithmetic as a `Conv2d` with kernel `(k, 1)` over `b c t (h w)`; PyTorch's 2-D
+    kernels run it about 1.3-1.9x faster on CPU (bitwise the same result, see bench/bench_unet_real.py). Only
+    `_conv_forward` changes, so the provider's weight casting (comfy.ops manual cast, low-VRAM offload) still
+    applies, and the parameter keeps MuseV's `(C, C, k, 1, 1)` shape and key.
+    """
+
+    def _conv_forward(self, input, weight, bias, *args, **kwargs):
+        if self.kernel_size[1:] != (1, 1) or self.stride[1:] != (1, 1) or tuple(self.padding[1:]) != (0, 0):
+            return super()._conv_forward(input, weight, bias, *args, **kwargs)
+        b, c, t, h, w = input.shape
+        out = F.conv2d(input.reshape(b, c, t, h * w), weight.reshape(weight.shape[:4]), bias,
+                       stride=self.stride[:2], padding=self.padding[:2], dilation=self.dilation[:2], groups=self.groups)
+        return out.reshape(b, out.shape[1], out.shape[2], h, w)
+
+
+_TIME_CONV_CLASSES: dict[type, type] = {}
+
+
+def time_conv_class(conv3d: type) -> type:
+    """`conv3d` (torch.nn.Conv3d or a comfy.ops Conv3d) with `_ConvOverTime`'s faster forward; one class per base."""
+    if conv3d not in _TIME_CONV_CLASSES:
+        _TIME_CONV_CLASSES[conv3d] = type(f"TimeOnly{conv3d.__name__}", (_ConvOverTime, conv3d), {})
+    return _TIME_CONV_CLASSES[conv3d]
 
 
 class TemporalConvLayer(nn.Module):
@@ -59,7 +81,8 @@ class TemporalConvLayer(nn.Module):
 
     Four `GroupNorm(32, C) -> SiLU -> (Dropout) -> Conv3d(C, C, (3, 1, 1))` stages over `b c t h w`;
     output `x + |temporal_weight| * f(x)`. Keys: `conv{1..4}.{0,2|3}.*`, `temporal_weight`.
-    GroupNorm statistics pool all frames of the call, condition frames included.
+    GroupNorm statistics pool all frames of the call, condition frames included. The convolutions run as
+    `(3, 1)` 2-D convolutions over `b c t (h w)` (`_ConvOverTime`: same result, faster).
 
     Args:
         channels: C, the ResBlock's output channels.
@@ -68,12 +91,13 @@ class TemporalConvLayer(nn.Module):
 
     def __init__(self, channels: int, operations=nn, dtype=None, device=None):
         super().__init__()
+        conv = time_conv_class(operations.Conv3d)
 
         def stage(with_dropout: bool) -> nn.Sequential:
             layers = [operations.GroupNorm(32, channels, dtype=dtype, device=device), nn.SiLU()]
             if with_dropout:
                 layers.append(nn.Dropout(0.0))
-            layers.append(operations.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
+            layers.append(conv(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
             return nn.Sequential(*layers)
 
         self.conv1 = stage(with_dropout=False)
@@ -86,8 +110,9 @@ class TemporalConvLayer(nn.Module):
         """Args: x `(b t) c h w`; num_frames t. Returns `(b t) c h w` in x's dtype."""
         video = _to_video(x, num_frames)
         y = self.conv4(self.conv3(self.conv2(self.conv1(video))))
-        out = video + torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype) * y
-        return _to_images(out).to(x.dtype)
+        y = y * torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype)
+        # x + w * y elementwise as MuseV's `video + w * y`, written straight into the `(b t) c h w` layout
+        return (x.reshape(video.shape[0], num_frames, *x.shape[1:]) + y.transpose(1, 2)).reshape(x.shape).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -221,6 +246,7 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             y = block(y)
         y = self.proj_out(y)
-        y = y.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
-        out = video + torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype) * y
-        return _to_images(out).to(x.dtype)
+        y = y * torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype)
+        # x + w * y elementwise as MuseV's `video + w * y`, written straight into the `(b t) c h w` layout
+        y = y.reshape(b, h, w, t, c).permute(0, 3, 4, 1, 2)
+        return (x.reshape(b, t, c, h, w) + y).reshape(x.shape).to(x.dtype)

@@ -1,0 +1,159 @@
+"""The cheaper window call (issue 11 item 5) computes what the plain one computes, in-process on the tiny models.
+
+- MuseV's `(3, 1, 1)` temporal convolutions run as `(3, 1)` 2-D convolutions: bitwise the same as `conv3d`.
+- The spatial cross-attentions project the text once per CFG chunk when the chunk's frames share one prompt:
+  same UNet output within float rounding, and never when frames differ or another pack patches attn2.
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import comfy_env
+import tiny_models
+
+#: max |a - b| / max |b| allowed between the once-per-chunk and the once-per-frame cross-attention (fp32 rounding)
+SHARED_TEXT_TOLERANCE = 1e-5
+
+
+def _reference_temporal_conv(layer, x, num_frames):
+    """MuseV's TemporalConvLayer written with conv3d over `b c t h w` (the layout MuseV uses)."""
+    bt, c, h, w = x.shape
+    video = x.reshape(bt // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
+    y = video
+    for stage in (layer.conv1, layer.conv2, layer.conv3, layer.conv4):
+        norm, conv = stage[0], stage[-1]
+        y = F.group_norm(y, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        y = F.conv3d(F.silu(y), conv.weight, conv.bias, padding=(1, 0, 0))
+    out = video + torch.abs(layer.temporal_weight) * y
+    return out.permute(0, 2, 1, 3, 4).reshape(bt, c, h, w)
+
+
+@pytest.mark.parametrize("provider", ["torch", "comfy_manual_cast"])
+def test_temporal_conv_layer_is_bitwise_musevs_conv3d(comfy, provider):
+    import comfy.ops
+    temporal = comfy_env.pack_module("musev_core.temporal")
+    operations = torch.nn if provider == "torch" else comfy.ops.manual_cast
+    torch.manual_seed(0)
+    layer = temporal.TemporalConvLayer(64, operations=operations)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.1 if p.ndim > 1 else 1.0))
+        layer.temporal_weight.fill_(0.7)
+        x = torch.randn(2 * 5, 64, 6, 7)
+        out = layer(x, 5)
+        expected = _reference_temporal_conv(layer, x, 5)
+    assert isinstance(layer.conv1[-1], operations.Conv3d)
+    assert tuple(layer.conv1[-1].weight.shape) == (64, 64, 3, 1, 1)  # MuseV's key shape is kept
+    assert out.shape == x.shape
+    assert torch.equal(out, expected), float((out - expected).abs().max())
+
+
+def test_time_conv_keeps_the_plain_path_for_other_kernels(comfy):
+    time_conv_class = comfy_env.pack_module("musev_core.temporal").time_conv_class
+    conv = time_conv_class(torch.nn.Conv3d)(4, 4, (3, 3, 1), padding=(1, 1, 0))
+    x = torch.randn(1, 4, 5, 6, 3)
+    with torch.no_grad():
+        assert torch.equal(conv(x), F.conv3d(x, conv.weight, conv.bias, padding=(1, 1, 0)))
+    assert time_conv_class(torch.nn.Conv3d) is type(conv)
+
+
+@pytest.fixture(scope="module")
+def senv(comfy, tiny_models_cache, tmp_path_factory):
+    import comfy.sd
+    import folder_paths
+    models = str(tmp_path_factory.mktemp("models"))
+    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
+    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")], {".safetensors", ".bin"})
+    checkpoint = os.path.join(models, "checkpoints", names["checkpoint"])
+    model = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False, output_clip=False)[0]
+    musev = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet().load(model, names["musev_unet"])[0]
+    return {"musev": musev}
+
+
+def _cross_attention_rows(model):
+    """Forward hooks on every spatial cross-attention's to_k: the batch size each one projects, in call order."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+    rows, handles = [], []
+    for module in model.model.diffusion_model.modules():
+        if isinstance(module, BasicTransformerBlock):
+            handles.append(module.attn2.to_k.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0])))
+    return rows, handles
+
+
+def _call(model, context, chunks=2, t=5, seed=1):
+    musev_model = comfy_env.pack_module("nodes.musev_model")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(chunks * t, 4, 8, 8, generator=g)
+    window = musev_model.MuseVWindow(condition_index=[0], frames=list(range(t)), full_length=t)
+    rows, handles = _cross_attention_rows(model)
+    try:
+        out = musev_model.unet_call(model, x, torch.full((chunks * t,), 400.0), context, chunks, window)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, rows
+
+
+def _context_dim(model):
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, BasicTransformerBlock)]
+    return blocks[0].attn2.to_k.in_features
+
+
+def _other_pack_attn2_patch(n, context, value, extra_options):
+    return n, context, value
+
+
+def test_text_is_projected_once_per_chunk_and_gives_the_per_frame_result(senv):
+    model = senv["musev"]
+    chunks, t = 2, 5
+    dim = _context_dim(model)
+    prompts = torch.randn(chunks, 77, dim, generator=torch.Generator().manual_seed(4))
+    context = prompts.repeat_interleave(t, dim=0)
+    with torch.no_grad():
+        shared, shared_rows = _call(model, context, chunks, t)
+        # another pack's attn2_patch switches the shortcut off: the per-frame computation of the same call
+        other = model.clone()
+        other.set_model_attn2_patch(_other_pack_attn2_patch)
+        per_frame, per_frame_rows = _call(other, context, chunks, t)
+    assert shared_rows and set(shared_rows) == {chunks}
+    assert set(per_frame_rows) == {chunks * t} and len(per_frame_rows) == len(shared_rows)
+    error = float((shared - per_frame).abs().max() / per_frame.abs().max())
+    assert error <= SHARED_TEXT_TOLERANCE, error
+    assert torch.isfinite(shared).all()
+
+
+def test_frames_with_their_own_prompts_attend_per_frame(senv):
+    model = senv["musev"]
+    chunks, t = 2, 5
+    context = torch.randn(chunks * t, 77, _context_dim(model), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        _out, rows = _call(model, context, chunks, t)
+    assert rows and set(rows) == {chunks * t}
+
+
+def test_an_attn2_replace_patch_sees_per_frame_rows_and_the_result_is_unchanged(senv):
+    import comfy.ldm.modules.attention as comfy_attention
+    model = senv["musev"]
+    chunks, t = 2, 5
+    dim = _context_dim(model)
+    context = torch.randn(chunks, 77, dim, generator=torch.Generator().manual_seed(6)).repeat_interleave(t, dim=0)
+    seen = []
+
+    def replace(q, k, v, extra_options):
+        seen.append((q.shape[0], k.shape[0]))
+        return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"])
+
+    patched = model.clone()
+    patched.set_model_attn2_replace(replace, "input", 1)
+    with torch.no_grad():
+        out, rows = _call(patched, context, chunks, t)
+        replaced = len(seen)
+        other = patched.clone()
+        other.set_model_attn2_patch(_other_pack_attn2_patch)
+        per_frame, _rows = _call(other, context, chunks, t)
+    assert seen and set(seen) == {(chunks * t, chunks * t)}  # the replaced block keeps the per-frame layout
+    assert replaced and rows.count(chunks * t) == replaced and rows.count(chunks) == len(rows) - replaced > 0
+    assert float((out - per_frame).abs().max() / per_frame.abs().max()) <= SHARED_TEXT_TOLERANCE
