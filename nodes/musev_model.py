@@ -9,6 +9,8 @@ How the pieces enter the MODEL (all keyed "musev", no global monkeypatching; spe
   while injected, the spatial transformer blocks also run with MuseV's LayerNorm eps (musev_core/temporal.py);
 - `forward_timestep_embed_patch` entries let the inserted modules read the frame layout of the call;
 - an `attn1_patch` adds the condition frames' tokens to every spatial self-attention (reference-only attention);
+  where MuseV's are the only attn1 patches, `attn1` replace patches append the condition frames' already projected
+  keys/values instead, so those tokens are not projected again for every frame;
 - an `attn2_patch`/`attn2_output_patch` pair lets each spatial cross-attention project the text once per CFG chunk
   instead of once per frame, when all frames of a chunk share one prompt and no other pack patches attn2;
 - a `DIFFUSION_MODEL` wrapper works out the frame layout of each UNet call and its frame embedding.
@@ -95,6 +97,9 @@ class MuseVCall:
         attn2_patches: the call's `attn2` replace patches (other packs' block-level ones run inside MuseV's).
         shared_text: every frame of each CFG chunk has the same text context and MuseV's are the only attn2
             patches, so the spatial cross-attentions may run once per chunk (`_shared_text_attn2`).
+        attn1_patches: the call's `attn1` replace patches.
+        reference_after_projection: MuseV's is the only attn1_patch, so blocks whose attn1 replace patch is
+            MuseV's append the condition frames' keys/values after projection (`_ReferenceOnlyAttention1`).
     """
 
     num_frames: int
@@ -108,6 +113,8 @@ class MuseVCall:
     motion: MuseVMotionModule | None = None
     attn2_patches: dict | None = None
     shared_text: bool = False
+    attn1_patches: dict | None = None
+    reference_after_projection: bool = False
 
 
 def locate_slots(unet) -> dict[str, tuple[torch.nn.Sequential, torch.nn.Module, int]]:
@@ -348,6 +355,18 @@ def _zero_condition_temb(emb, model_channels, transformer_options):
     return emb
 
 
+def _spatial_attention(q, k, v, extra_options):
+    """ComfyUI's optimized attention as its CrossAttention would call it inside a replace patch.
+
+    An `optimized_attention_override` in the transformer options (newer ComfyUI; nodes that swap the attention
+    kernel) is honoured by passing the options along, which only ComfyUI versions that have overrides read.
+    """
+    kwargs = {"attn_precision": extra_options.get("attn_precision")}
+    if "optimized_attention_override" in extra_options:
+        kwargs["transformer_options"] = extra_options
+    return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"], **kwargs)
+
+
 class _IPAdapterAttention2:
     """`attn2` replace patch: text attention plus MuseV's decoupled IP-Adapter attention (spec/musev.md §3).
 
@@ -400,8 +419,7 @@ class _IPAdapterAttention2:
         if base is not None:
             out = base(q, k, v, extra_options)
         else:
-            out = comfy_attention.optimized_attention(q, k, v, heads,
-                                                      attn_precision=extra_options.get("attn_precision"))
+            out = _spatial_attention(q, k, v, extra_options)
         if self.added:
             sigmas = extra_options.get("sigmas")
             sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) else float("inf")
@@ -414,16 +432,65 @@ class _IPAdapterAttention2:
         return out + call.ip_scale * kv.attention(q, call.ip_tokens, heads).to(out.dtype)
 
 
+#: extra_options entry by which `_reference_only_attn1` hands the reference-only step to `_ReferenceOnlyAttention1`.
+_REFERENCE_AFTER_PROJECTION = "musev_reference_after_projection"
+
+
+def _block_replace_patch(replace: dict | None, extra_options):
+    """The replace patch ComfyUI's BasicTransformerBlock picks for this block: `(block, id, index)`, else `(block, id)`."""
+    block = extra_options.get("block")
+    if not replace or block is None:
+        return None
+    key = (block[0], block[1], extra_options.get("block_index", 0))
+    return replace[key] if key in replace else replace.get(block)
+
+
 def _reference_only_attn1(n, context_attn1, value_attn1, extra_options):
-    """attn1_patch: keys/values of every spatial self-attention also see the condition frame(s)' tokens."""
+    """attn1_patch: keys/values of every spatial self-attention also see the condition frame(s)' tokens.
+
+    Where this block's attn1 replace patch is MuseV's own and no other pack has an attn1_patch, the condition tokens
+    are appended after projection instead (`_ReferenceOnlyAttention1`); otherwise they are appended here.
+    """
     call: MuseVCall | None = extra_options.get(CALL_KEY)
     if call is None or not call.condition_index or call.num_frames < 2:
+        return n, context_attn1, value_attn1
+    if call.reference_after_projection and isinstance(_block_replace_patch(call.attn1_patches, extra_options),
+                                                      _ReferenceOnlyAttention1):
+        extra_options[_REFERENCE_AFTER_PROJECTION] = True
         return n, context_attn1, value_attn1
     same = value_attn1 is context_attn1
     context_attn1 = reference_only_context(context_attn1, call.num_frames, call.condition_index)
     value_attn1 = context_attn1 if same else reference_only_context(value_attn1, call.num_frames,
                                                                     call.condition_index)
     return n, context_attn1, value_attn1
+
+
+class _ReferenceOnlyAttention1:
+    """`attn1` replace patch: reference-only self-attention with the condition tokens appended after projection.
+
+    Projection is row-wise, so appending the condition frames' projected keys/values (rows of `k`, `v`) equals
+    projecting `[frame tokens ; condition tokens]` for every frame, up to float rounding, at half the K/V projection
+    cost (MuseV reference_only attention in its spatial transformer blocks). Runs only when `_reference_only_attn1`
+    marked the block; otherwise it is plain attention. A patch another pack put on the block's `(block, id)` key,
+    which ComfyUI ranks below this one, runs in its place with the same keys/values.
+    q: `(b t) s (heads d)`; k, v: `(b t) s (heads d)` -> `(b t) s (heads d)`.
+    """
+
+    def __call__(self, q, k, v, extra_options):
+        call: MuseVCall | None = extra_options.get(CALL_KEY)
+        if extra_options.pop(_REFERENCE_AFTER_PROJECTION, False) and call is not None:
+            k = reference_only_context(k, call.num_frames, call.condition_index)
+            v = reference_only_context(v, call.num_frames, call.condition_index)
+        block = extra_options.get("block")
+        if call is not None and call.attn1_patches and block is not None:
+            other = call.attn1_patches.get(tuple(block))
+            if other is not None and other is not self:
+                return other(q, k, v, extra_options)
+        return _spatial_attention(q, k, v, extra_options)
+
+
+#: the one `_ReferenceOnlyAttention1` (stateless) placed on every spatial self-attention of a MuseV MODEL
+_REFERENCE_ONLY_ATTENTION1 = _ReferenceOnlyAttention1()
 
 
 #: extra_options entry by which `_shared_text_attn2` tells `_shared_text_output` the batch to restore.
@@ -510,6 +577,9 @@ class _DiffusionModelWrapper:
                          attn2_patches=transformer_options.get("patches_replace", {}).get("attn2"))
         call.shared_text = (_only_musev_attn2_patches(transformer_options)
                             and _text_shared_per_chunk(context, chunks, num_frames))
+        call.attn1_patches = transformer_options.get("patches_replace", {}).get("attn1")
+        call.reference_after_projection = (list(transformer_options.get("patches", {}).get("attn1_patch", []))
+                                           == [_reference_only_attn1])
         if window is not None and self.motion.layout.fusion_channels:
             chunk_codes = list(transformer_options.get("cond_or_uncond", [0]))
             if window.reference is not None:
@@ -631,6 +701,12 @@ def apply_motion(model_patcher, motion_patcher):
         else:  # another pack's patch on this key keeps running inside MuseV's
             attn2[key] = _IPAdapterAttention2(prefix, existing)
     replace["attn2"] = attn2
+    attn1 = {key: patch for key, patch in replace.get("attn1", {}).items()
+             if not isinstance(patch, _ReferenceOnlyAttention1)}
+    for block, index in attentions.values():  # not where another pack already replaces this self-attention
+        if (block[0], block[1], index) not in attn1 and block not in attn1:
+            attn1[(block[0], block[1], index)] = _REFERENCE_ONLY_ATTENTION1
+    replace["attn1"] = attn1
     return patched
 
 

@@ -69,7 +69,7 @@ def senv(comfy, tiny_models_cache, tmp_path_factory):
     checkpoint = os.path.join(models, "checkpoints", names["checkpoint"])
     model = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False, output_clip=False)[0]
     musev = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet().load(model, names["musev_unet"])[0]
-    return {"musev": musev}
+    return {"musev": musev, "checkpoint": checkpoint, "names": names}
 
 
 def _cross_attention_rows(model):
@@ -157,3 +157,80 @@ def test_an_attn2_replace_patch_sees_per_frame_rows_and_the_result_is_unchanged(
     assert seen and set(seen) == {(chunks * t, chunks * t)}  # the replaced block keeps the per-frame layout
     assert replaced and rows.count(chunks * t) == replaced and rows.count(chunks) == len(rows) - replaced > 0
     assert float((out - per_frame).abs().max() / per_frame.abs().max()) <= SHARED_TEXT_TOLERANCE
+
+
+def _self_attention_tokens(model):
+    """Forward hooks on every spatial self-attention's to_k: the tokens per row it projects, in call order."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+    tokens, handles = [], []
+    for module in model.model.diffusion_model.modules():
+        if isinstance(module, BasicTransformerBlock):
+            handles.append(module.attn1.to_k.register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[1])))
+    return tokens, handles
+
+
+def _other_pack_attn1_patch(n, context, value, extra_options):
+    return n, context, value
+
+
+def _shared_context(model, chunks, t, seed):
+    return torch.randn(chunks, 77, _context_dim(model), generator=torch.Generator().manual_seed(seed)) \
+        .repeat_interleave(t, dim=0)
+
+
+def test_condition_tokens_are_appended_after_projection_with_the_same_result(senv):
+    model = senv["musev"]
+    chunks, t = 2, 5
+    context = _shared_context(model, chunks, t, 7)
+    with torch.no_grad():
+        tokens, handles = _self_attention_tokens(model)
+        fast, _rows = _call(model, context, chunks, t)
+        for h in handles:
+            h.remove()
+        # another pack's attn1_patch: the condition tokens are appended before projection, as MuseV writes it
+        other = model.clone()
+        other.set_model_attn1_patch(_other_pack_attn1_patch)
+        slow_tokens, handles = _self_attention_tokens(other)
+        slow, _rows = _call(other, context, chunks, t)
+        for h in handles:
+            h.remove()
+    # the slow path projects each frame's tokens plus the condition frame's
+    assert tokens and len(tokens) == len(slow_tokens)
+    assert [2 * n for n in tokens] == slow_tokens
+    error = float((fast - slow).abs().max() / slow.abs().max())
+    assert error <= SHARED_TEXT_TOLERANCE, error
+
+
+@pytest.mark.parametrize("order", ["before_musev", "after_musev", "block_key"])
+def test_another_packs_attn1_replace_still_gets_the_condition_tokens(senv, comfy, order):
+    import comfy.ldm.modules.attention as comfy_attention
+    loader = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet()
+    base = senv["musev"]
+    chunks, t = 2, 5
+    context = _shared_context(base, chunks, t, 8)
+    seen = []
+
+    def perturbed(q, k, v, extra_options):  # like ComfyUI's Perturbed Attention Guidance on the middle block
+        seen.append((q.shape[1], k.shape[1]))
+        return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"])
+
+    if order == "after_musev":
+        model = base.clone()
+        model.set_model_attn1_replace(perturbed, "middle", 0, 0)
+    elif order == "block_key":
+        model = base.clone()
+        model.model_options["transformer_options"]["patches_replace"]["attn1"][("middle", 0)] = perturbed
+    else:
+        import comfy.sd
+        plain_model = comfy.sd.load_checkpoint_guess_config(senv["checkpoint"], output_vae=False,
+                                                            output_clip=False)[0]
+        plain_model.set_model_attn1_replace(perturbed, "middle", 0, 0)
+        model = loader.load(plain_model, senv["names"]["musev_unet"])[0]
+    with torch.no_grad():
+        out, _rows = _call(model, context, chunks, t)
+        reference = model.clone()
+        reference.set_model_attn1_patch(_other_pack_attn1_patch)
+        expected, _rows = _call(reference, context, chunks, t)
+    # every frame's queries meet its own tokens plus the condition frame's as keys
+    assert seen and all(k == 2 * q for q, k in seen)
+    assert float((out - expected).abs().max() / expected.abs().max()) <= SHARED_TEXT_TOLERANCE
