@@ -429,7 +429,14 @@ class _IPAdapterAttention2:
         if self.prefix is None or call is None or call.ip_tokens is None or call.ip_scale == 0 or call.motion is None:
             return out
         kv = call.motion.get_submodule(self.prefix)
-        return out + call.ip_scale * kv.attention(q, call.ip_tokens, heads).to(out.dtype)
+        tokens = call.ip_tokens
+        if tokens.shape[0] != q.shape[0]:  # text attended once per CFG chunk (_shared_text_attn2): so are the tokens
+            tokens = tokens[::call.num_frames]
+        return out + call.ip_scale * kv.attention(q, tokens, heads).to(out.dtype)
+
+    def runs_per_chunk(self, call: MuseVCall, extra_options) -> bool:
+        """Whether this patch can take `_shared_text_attn2`'s once-per-chunk layout: only MuseV's own term runs."""
+        return self.inner is None and not self.added and self._base(call, extra_options) is None
 
 
 #: extra_options entry by which `_reference_only_attn1` hands the reference-only step to `_ReferenceOnlyAttention1`.
@@ -511,9 +518,9 @@ def _shared_text_attn2(n, context_attn2, value_attn2, extra_options):
     Cross-attention treats every query row on its own, so the `(b t) hw c` queries of a chunk whose frames share one
     prompt can attend as one `b (t hw) c` row set to that prompt's `b tokens dim` context: the keys/values are
     projected b times instead of b*t times (the text K/V projection was ~4-8% of a window call). The result is the
-    same up to float rounding of the kernels. Skipped when the call does not qualify (`MuseVCall.shared_text`) or an
-    attn2 replace patch sits on this block (it expects the per-frame layout); `_shared_text_output` restores
-    `(b t) hw c` afterwards.
+    same up to float rounding of the kernels. Skipped when the call does not qualify (`MuseVCall.shared_text`) or
+    another pack's attn2 replace patch sits on this block (it expects the per-frame layout; MuseV's own IP-Adapter
+    patch takes either); `_shared_text_output` restores `(b t) hw c` afterwards.
     """
     call: MuseVCall | None = extra_options.get(CALL_KEY)
     if call is None or not call.shared_text or n.ndim != 3 or context_attn2 is None:
@@ -521,11 +528,10 @@ def _shared_text_attn2(n, context_attn2, value_attn2, extra_options):
     t = call.num_frames
     if n.shape[0] % t or context_attn2.shape[0] != n.shape[0]:
         return n, context_attn2, value_attn2
-    block = extra_options.get("block")
-    if block is not None and call.attn2_patches:
-        if (block[0], block[1], extra_options.get("block_index", 0)) in call.attn2_patches \
-                or tuple(block) in call.attn2_patches:
-            return n, context_attn2, value_attn2
+    replace = _block_replace_patch(call.attn2_patches, extra_options)
+    if replace is not None and not (isinstance(replace, _IPAdapterAttention2)
+                                    and replace.runs_per_chunk(call, extra_options)):
+        return n, context_attn2, value_attn2
     extra_options[_TEXT_ROWS] = n.shape[0]
     same = value_attn2 is context_attn2
     context_attn2 = context_attn2[::t].contiguous()

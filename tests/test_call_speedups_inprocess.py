@@ -69,7 +69,7 @@ def senv(comfy, tiny_models_cache, tmp_path_factory):
     checkpoint = os.path.join(models, "checkpoints", names["checkpoint"])
     model = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False, output_clip=False)[0]
     musev = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet().load(model, names["musev_unet"])[0]
-    return {"musev": musev, "checkpoint": checkpoint, "names": names}
+    return {"musev": musev, "plain": model, "checkpoint": checkpoint, "names": names}
 
 
 def _cross_attention_rows(model):
@@ -234,3 +234,36 @@ def test_another_packs_attn1_replace_still_gets_the_condition_tokens(senv, comfy
     # every frame's queries meet its own tokens plus the condition frame's as keys
     assert seen and all(k == 2 * q for q, k in seen)
     assert float((out - expected).abs().max() / expected.abs().max()) <= SHARED_TEXT_TOLERANCE
+
+
+def test_referencenet_flavour_attends_text_and_ip_tokens_once_per_chunk(senv):
+    musev_model = comfy_env.pack_module("nodes.musev_model")
+    reference = comfy_env.pack_module("musev_core.reference")
+    model = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet().load(
+        senv["plain"], senv["names"]["referencenet_unet"])[0]
+    motion = model.get_additional_models_with_key(musev_model.KEY)[0].model
+    g = torch.Generator().manual_seed(9)
+    channels = {feature: musev_model._fusion_width(m) for _p, m, feature in motion.reference_fusions()}
+    maps = tuple(torch.randn(1, channels.get(i, 8), 1, 2, 2, generator=g) for i in range(12)) + \
+        (torch.randn(1, channels["mid"], 1, 2, 2, generator=g),)
+    width = next(motion.ip_adapter_kvs())[1].to_k_ip.in_features
+    features = reference.ReferenceFeatures(cond=maps, uncond=tuple(m * 0.5 for m in maps))
+    tokens = reference.IPTokens(cond=torch.randn(1, 4, width, generator=g), uncond=torch.randn(1, 4, width, generator=g))
+    chunks, t = 2, 5
+    context = _shared_context(model, chunks, t, 10)
+    x = torch.randn(chunks * t, 4, 8, 8, generator=g)
+    window = musev_model.MuseVWindow(condition_index=[0], frames=list(range(t)), full_length=t, reference=features,
+                                     ip_tokens=tokens)
+    results = {}
+    for name, m in (("shared", model), ("per_frame", model.clone())):
+        if name == "per_frame":
+            m.set_model_attn2_patch(_other_pack_attn2_patch)
+        rows, handles = _cross_attention_rows(m)
+        with torch.no_grad():
+            results[name] = (musev_model.unet_call(m, x, torch.full((chunks * t,), 400.0), context, chunks, window),
+                             rows)
+        for h in handles:
+            h.remove()
+    assert set(results["shared"][1]) == {chunks} and set(results["per_frame"][1]) == {chunks * t}
+    shared, per_frame = results["shared"][0], results["per_frame"][0]
+    assert float((shared - per_frame).abs().max() / per_frame.abs().max()) <= SHARED_TEXT_TOLERANCE
