@@ -267,3 +267,19 @@ def test_referencenet_flavour_attends_text_and_ip_tokens_once_per_chunk(senv):
     assert set(results["shared"][1]) == {chunks} and set(results["per_frame"][1]) == {chunks * t}
     shared, per_frame = results["shared"][0], results["per_frame"][0]
     assert float((shared - per_frame).abs().max() / per_frame.abs().max()) <= SHARED_TEXT_TOLERANCE
+
+
+def test_replace_patches_honour_an_attention_override(senv):
+    calls = []
+
+    def override(func, q, k, v, heads, *args, **kwargs):  # what a kernel-swapping node installs
+        calls.append((q.shape[1], k.shape[1]))
+        return func(q, k, v, heads, *args, **kwargs)
+
+    model = senv["musev"].clone()
+    model.model_options["transformer_options"]["optimized_attention_override"] = override
+    chunks, t = 2, 5
+    with torch.no_grad():
+        _call(model, _shared_context(model, chunks, t, 11), chunks, t)
+    # MuseV's attn1 replace (own tokens + the condition frame's as keys) goes through the override
+    assert any(k == 2 * q for q, k in calls)
