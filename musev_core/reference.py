@@ -66,9 +66,14 @@ class ReferenceFusionAttention(nn.Module):
                              f"{tuple(x.shape)} with {num_frames} frames per batch entry")
         own = x.reshape(bt, c, h * w).transpose(1, 2)                       # (b t) hw c
         ref = reference.to(x.dtype).flatten(2).transpose(1, 2)              # b (t2 h2 w2) c
-        ref = ref.repeat_interleave(num_frames, dim=0)                      # (b t) (t2 h2 w2) c
-        context = torch.cat([ref, own], dim=1)
-        attended = self.attention(self.to_q(own), self.to_k(context), self.to_v(context), self.heads)
+
+        def keys_or_values(project):
+            # projection is row-wise: the reference tokens are projected once per batch entry, then shared by its
+            # frames; the same as projecting [reference ; own] for every frame, as MuseV writes it
+            shared = project(ref).repeat_interleave(num_frames, dim=0)      # (b t) (t2 h2 w2) c
+            return torch.cat([shared, project(own)], dim=1)
+
+        attended = self.attention(self.to_q(own), keys_or_values(self.to_k), keys_or_values(self.to_v), self.heads)
         out = self.to_out[1](self.to_out[0](attended))
         return x + out.transpose(1, 2).reshape(bt, c, h, w).to(x.dtype)
 

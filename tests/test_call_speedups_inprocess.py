@@ -283,3 +283,26 @@ def test_replace_patches_honour_an_attention_override(senv):
         _call(model, _shared_context(model, chunks, t, 11), chunks, t)
     # MuseV's attn1 replace (own tokens + the condition frame's as keys) goes through the override
     assert any(k == 2 * q for q, k in calls)
+
+
+def test_fusion_attention_projects_the_reference_once_per_batch_entry(comfy):
+    reference = comfy_env.pack_module("musev_core.reference")
+    temporal = comfy_env.pack_module("musev_core.temporal")
+    torch.manual_seed(12)
+    fusion = reference.ReferenceFusionAttention(64)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+        x = torch.randn(2 * 4, 64, 5, 6)
+        ref = torch.randn(2, 64, 1, 3, 3)
+        projected = []
+        handle = fusion.to_k.register_forward_hook(lambda m, args, out: projected.append(args[0].shape[:2]))
+        out = fusion(x, ref, 4)
+        handle.remove()
+        # MuseV's formula: every frame projects [reference tokens ; own tokens]
+        own = x.reshape(8, 64, 30).transpose(1, 2)
+        context = torch.cat([ref.flatten(2).transpose(1, 2).repeat_interleave(4, dim=0), own], dim=1)
+        attended = temporal.sdpa_attention(fusion.to_q(own), fusion.to_k(context), fusion.to_v(context), fusion.heads)
+        expected = x + fusion.to_out[0](attended).transpose(1, 2).reshape(x.shape)
+    assert [tuple(s) for s in projected] == [(2, 9), (8, 30)]  # 9 reference tokens once per batch entry
+    assert float((out - expected).abs().max() / expected.abs().max()) <= 1e-6
