@@ -10,8 +10,8 @@ weights shaped like MuseV's released file, `../shared/fixtures/checkpoint_keys/k
 pack's `build_motion_patcher` + `apply_motion`, called once per rep like a sampler window: B = 2 CFG chunks x
 T = 1 condition frame + `--frames` frames, latent `height/8 x width/8`. The referencenet flavour also fuses random
 ReferenceNet features and adds 4 random IP tokens. Reported: median seconds per call over `--reps` reps (after one
-warm-up call), every rep, and peak memory during the calls (CPU: resident set above the level before the first
-call, sampled every 2 ms; CUDA: `max_memory_allocated`). Needs $COMFYUI_DIR.
+warm-up call), every rep, and peak memory of the calls, warm-up included (CPU: resident set above the level with
+the models loaded, sampled every 2 ms; CUDA: `max_memory_allocated`). Needs $COMFYUI_DIR.
 
 `--baseline DIR` times another checkout of this pack (e.g. `git worktree add /tmp/base <commit>`) against this one:
 each gets its own copy of the same random models, their reps are interleaved (baseline, current, baseline, ...)
@@ -133,13 +133,13 @@ def run(args) -> dict:
             torch.cuda.synchronize()
         return out
 
-    outputs = {name: call(name).float().cpu() for name in variants}  # warm-up; outputs to compare
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
     times = {name: [] for name in variants}
-    before = rss_bytes()
+    before = rss_bytes()  # the models are loaded; the calls' own memory comes on top
     with PeakRss() as meter:
+        outputs = {name: call(name).float().cpu() for name in variants}  # warm-up; outputs to compare
         for _ in range(args.reps):
             for name in variants:
                 started = time.perf_counter()

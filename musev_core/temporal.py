@@ -94,7 +94,7 @@ class TemporalConvLayer(nn.Module):
         conv = time_conv_class(operations.Conv3d)
 
         def stage(with_dropout: bool) -> nn.Sequential:
-            layers = [operations.GroupNorm(32, channels, dtype=dtype, device=device), nn.SiLU()]
+            layers = [operations.GroupNorm(32, channels, dtype=dtype, device=device), nn.SiLU(inplace=True)]
             if with_dropout:
                 layers.append(nn.Dropout(0.0))
             layers.append(conv(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
