@@ -72,14 +72,21 @@ def senv(comfy, tiny_models_cache, tmp_path_factory):
     return {"musev": musev, "plain": model, "checkpoint": checkpoint, "names": names}
 
 
-def _cross_attention_rows(model):
-    """Forward hooks on every spatial cross-attention's to_k: the batch size each one projects, in call order."""
+def _key_projection_inputs(model, attention: str, axis: int):
+    """Forward hooks on `attention` ("attn1"/"attn2") to_k of every spatial transformer block: `input.shape[axis]`
+    of each projection, in call order (axis 0: rows, 1: tokens per row)."""
     from comfy.ldm.modules.attention import BasicTransformerBlock
-    rows, handles = [], []
+    sizes, handles = [], []
     for module in model.model.diffusion_model.modules():
         if isinstance(module, BasicTransformerBlock):
-            handles.append(module.attn2.to_k.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0])))
-    return rows, handles
+            projection = getattr(module, attention).to_k
+            handles.append(projection.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[axis])))
+    return sizes, handles
+
+
+def _cross_attention_rows(model):
+    """The batch size each spatial cross-attention projects its keys for."""
+    return _key_projection_inputs(model, "attn2", 0)
 
 
 def _call(model, context, chunks=2, t=5, seed=1):
@@ -160,13 +167,8 @@ def test_an_attn2_replace_patch_sees_per_frame_rows_and_the_result_is_unchanged(
 
 
 def _self_attention_tokens(model):
-    """Forward hooks on every spatial self-attention's to_k: the tokens per row it projects, in call order."""
-    from comfy.ldm.modules.attention import BasicTransformerBlock
-    tokens, handles = [], []
-    for module in model.model.diffusion_model.modules():
-        if isinstance(module, BasicTransformerBlock):
-            handles.append(module.attn1.to_k.register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[1])))
-    return tokens, handles
+    """The tokens per row each spatial self-attention projects its keys from."""
+    return _key_projection_inputs(model, "attn1", 1)
 
 
 def _other_pack_attn1_patch(n, context, value, extra_options):
