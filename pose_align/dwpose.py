@@ -121,6 +121,27 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _image_input_problem(inputs, fixed_size: bool) -> str | None:
+    """What keeps an onnxruntime session's inputs from being one float `(B, 3, H, W)` image, or None.
+
+    Args:
+        inputs: `session.get_inputs()`.
+        fixed_size: H and W must be numbers (not symbolic).
+    """
+    if len(inputs) != 1:
+        return f"it has {len(inputs)} inputs"
+    shape = inputs[0].shape
+    if len(shape) != 4:
+        return f"its input has rank {len(shape)}"
+    if _is_int(shape[1]) and shape[1] != 3:
+        return f"its input has {shape[1]} channels"
+    if fixed_size and not (_is_int(shape[2]) and _is_int(shape[3])):
+        return "its input height and width are not fixed numbers"
+    if inputs[0].type not in _ORT_DTYPES:
+        return f"its input type is {inputs[0].type}"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # detector: YOLOX
 
@@ -237,21 +258,14 @@ class YoloxDetector:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         expected = ("expected a YOLOX detector with one float input of shape (1, 3, H, W) and one output of shape "
                     "(1, anchors, 5 + classes)")
-        problem = None
-        if len(inputs) != 1:
-            problem = f"it has {len(inputs)} inputs"
-        elif len(inputs[0].shape) != 4:
-            problem = f"its input has rank {len(inputs[0].shape)}"
-        elif _is_int(inputs[0].shape[1]) and inputs[0].shape[1] != 3:
-            problem = f"its input has {inputs[0].shape[1]} channels"
-        elif inputs[0].type not in _ORT_DTYPES:
-            problem = f"its input type is {inputs[0].type}"
-        elif len(outputs) != 1:
-            problem = f"it has {len(outputs)} outputs"
-        elif len(outputs[0].shape) != 3:
-            problem = f"its output has rank {len(outputs[0].shape)}"
-        elif _is_int(outputs[0].shape[2]) and outputs[0].shape[2] < 6:
-            problem = f"its output rows have {outputs[0].shape[2]} values (fewer than 5 + 1 class)"
+        problem = _image_input_problem(inputs, fixed_size=False)
+        if problem is None:
+            if len(outputs) != 1:
+                problem = f"it has {len(outputs)} outputs"
+            elif len(outputs[0].shape) != 3:
+                problem = f"its output has rank {len(outputs[0].shape)}"
+            elif _is_int(outputs[0].shape[2]) and outputs[0].shape[2] < 6:
+                problem = f"its output rows have {outputs[0].shape[2]} values (fewer than 5 + 1 class)"
         if problem is None:
             h, w = inputs[0].shape[2:]
             self.input_hw = (h, w) if _is_int(h) and _is_int(w) else (640, 640)
@@ -341,21 +355,12 @@ class WholebodyPose:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         expected = ("expected a whole-body SimCC pose model with one float input of shape (B, 3, H, W) and two "
                     "outputs simcc_x (B, 133, k*W) and simcc_y (B, 133, k*H)")
-        problem = None
-        if len(inputs) != 1:
-            problem = f"it has {len(inputs)} inputs"
-        elif len(inputs[0].shape) != 4:
-            problem = f"its input has rank {len(inputs[0].shape)}"
-        elif _is_int(inputs[0].shape[1]) and inputs[0].shape[1] != 3:
-            problem = f"its input has {inputs[0].shape[1]} channels"
-        elif not (_is_int(inputs[0].shape[2]) and _is_int(inputs[0].shape[3])):
-            problem = "its input height and width are not fixed numbers"
-        elif inputs[0].type not in _ORT_DTYPES:
-            problem = f"its input type is {inputs[0].type}"
-        elif len(outputs) != 2:
-            problem = f"it has {len(outputs)} output{'s' if len(outputs) != 1 else ''}"
-        elif any(len(o.shape) != 3 for o in outputs):
-            problem = f"its outputs have ranks {[len(o.shape) for o in outputs]}"
+        problem = _image_input_problem(inputs, fixed_size=True)
+        if problem is None:
+            if len(outputs) != 2:
+                problem = f"it has {len(outputs)} output{'s' if len(outputs) != 1 else ''}"
+            elif any(len(o.shape) != 3 for o in outputs):
+                problem = f"its outputs have ranks {[len(o.shape) for o in outputs]}"
         if problem is None:
             names = [o.name for o in outputs]
             order = [names.index("simcc_x"), names.index("simcc_y")] if {"simcc_x", "simcc_y"} <= set(names) else [0, 1]

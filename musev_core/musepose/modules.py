@@ -4,7 +4,7 @@ Written from spec/musepose.md §2.4, §5.6 (TMElyralab/MusePose @ 61c52bd, `muse
 `musepose/models/pose_guider.py`), not copied. Key names match MusePose's released `motion_module.pth` and
 `pose_guider.pth`. Every module takes `operations` (default `torch.nn`: `Linear`, `Conv2d`, `GroupNorm`,
 `LayerNorm`), so the ComfyUI adapter can pass `comfy.ops` classes; attention modules also take `attention`, a
-callable `attention(q, k, v, heads) -> out` on `n s (heads d)` tensors (default `sdpa_attention`), with the
+callable `attention(q, k, v, heads) -> out` on `n s (heads d)` tensors (default: MuseV's `sdpa_attention`), with the
 signature of ComfyUI's `optimized_attention`, so the adapter can route them to ComfyUI's attention backends.
 """
 from __future__ import annotations
@@ -15,32 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..temporal import FeedForward
+from ..temporal import FeedForward, sdpa_attention
 
 #: MusePose inference_v2.yaml motion_module_kwargs: 8 heads (head_dim C/8), PE for up to 128 frames.
 MOTION_HEADS = 8
 MOTION_MAX_FRAMES = 128
 #: The motion module's GroupNorm always has 32 groups (MusePose never overrides `norm_num_groups`).
 MOTION_NORM_GROUPS = 32
-
-
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **_ignored) -> torch.Tensor:
-    """Plain softmax attention with scale `1/sqrt(head_dim)` via `F.scaled_dot_product_attention`.
-
-    Args:
-        q: `n s (heads d)`; k, v: `n s' (heads d)`.
-        heads: number of heads.
-    Returns:
-        `n s (heads d)` in q's dtype.
-    """
-    n, s, inner = q.shape
-    d = inner // heads
-
-    def split(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-    return out.transpose(1, 2).reshape(n, s, inner)
 
 
 def sinusoidal_positions(channels: int, max_len: int = MOTION_MAX_FRAMES) -> torch.Tensor:
