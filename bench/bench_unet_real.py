@@ -164,22 +164,33 @@ def run(args) -> dict:
         pairs = [c / b for b, c in zip(times["baseline"], times["current"])]
         result["per_rep_ratio"] = [round(r, 3) for r in pairs]
     if device.type == "cuda":
-        result["peak_cuda_above_start_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2 ** 20
-        result["peak_cuda_total_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result.update(cuda_peaks(base_cuda))
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both real-size benchmarks share: model flavour, size, device, dtype, attention backend."""
     parser.add_argument("--flavour", default="musev", choices=["musev", "musev_referencenet"])
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--frames", type=int, default=12, help="generated frames per call (plus 1 condition)")
-    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--attention", default="pytorch", choices=["pytorch", "default", "split", "quad", "sage",
                                                                    "flash"])
+
+
+def cuda_peaks(base_cuda: int) -> dict:
+    """Peak CUDA memory since the last reset: above `base_cuda` bytes and in total, in MB."""
+    import torch
+    peak = torch.cuda.max_memory_allocated()
+    return {"peak_cuda_above_start_mb": (peak - base_cuda) / 2 ** 20, "peak_cuda_total_mb": peak / 2 ** 20}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--frames", type=int, default=12, help="generated frames per call (plus 1 condition)")
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--baseline", help="another checkout of this pack to time against this one")
     parser.add_argument("--temporal-weight", type=float, default=1.0,
                         help="value of every MuseV temporal_weight (MuseV's initial value is 1e-5)")

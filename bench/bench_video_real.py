@@ -28,7 +28,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tests"))
 
-from bench_unet_real import DTYPES, build, reference_inputs  # noqa: E402
+from bench_unet_real import add_model_arguments, build, cuda_peaks, reference_inputs  # noqa: E402
 from bench_windows import PeakRss, rss_bytes  # noqa: E402
 
 
@@ -125,22 +125,15 @@ def run(args) -> dict:
         "peak_rss_above_start_mb": (meter.peak - before) / 2 ** 20, "finite": bool(torch.isfinite(out).all()),
     }
     if cuda:
-        result["peak_cuda_above_start_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2 ** 20
-        result["peak_cuda_total_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result.update(cuda_peaks(base_cuda))
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--flavour", default="musev", choices=["musev", "musev_referencenet"])
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
+    add_model_arguments(parser)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    parser.add_argument("--attention", default="pytorch", choices=["pytorch", "default", "split", "quad", "sage",
-                                                                   "flash"])
     args = parser.parse_args()
     r = run(args)
     memory = (f"peak CUDA +{r['peak_cuda_above_start_mb']:.0f} MB (total {r['peak_cuda_total_mb']:.0f} MB)"

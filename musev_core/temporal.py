@@ -48,6 +48,19 @@ def _to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return x.reshape(bt // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
 
 
+def _temporal_residual(x: torch.Tensor, y: torch.Tensor, temporal_weight: torch.Tensor) -> torch.Tensor:
+    """MuseV's `video + |temporal_weight| * y`, written straight into x's `(b t) c h w` layout.
+
+    Args:
+        x: `(b t) c h w` module input.
+        y: the module's output branch as a `b t c h w` tensor or view.
+    Returns:
+        `(b t) c h w` in x's dtype.
+    """
+    y = y * torch.abs(temporal_weight).to(device=y.device, dtype=y.dtype)
+    return (x.reshape(y.shape) + y).reshape(x.shape).to(x.dtype)
+
+
 class _ConvOverTime:
     """Mixin for a `Conv3d` whose kernel covers time only (`(k, 1, 1)`, stride 1 and no padding in h, w).
 
@@ -110,9 +123,7 @@ class TemporalConvLayer(nn.Module):
         """Args: x `(b t) c h w`; num_frames t. Returns `(b t) c h w` in x's dtype."""
         video = _to_video(x, num_frames)
         y = self.conv4(self.conv3(self.conv2(self.conv1(video))))
-        y = y * torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype)
-        # x + w * y elementwise as MuseV's `video + w * y`, written straight into the `(b t) c h w` layout
-        return (x.reshape(video.shape[0], num_frames, *x.shape[1:]) + y.transpose(1, 2)).reshape(x.shape).to(x.dtype)
+        return _temporal_residual(x, y.transpose(1, 2), self.temporal_weight)
 
 
 class SelfAttention(nn.Module):
@@ -246,7 +257,4 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             y = block(y)
         y = self.proj_out(y)
-        y = y * torch.abs(self.temporal_weight).to(device=y.device, dtype=y.dtype)
-        # x + w * y elementwise as MuseV's `video + w * y`, written straight into the `(b t) c h w` layout
-        y = y.reshape(b, h, w, t, c).permute(0, 3, 4, 1, 2)
-        return (x.reshape(b, t, c, h, w) + y).reshape(x.shape).to(x.dtype)
+        return _temporal_residual(x, y.reshape(b, h, w, t, c).permute(0, 3, 4, 1, 2), self.temporal_weight)

@@ -367,6 +367,16 @@ def _spatial_attention(q, k, v, extra_options):
     return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"], **kwargs)
 
 
+def _block_key_patch(replace: dict | None, extra_options, own):
+    """Another pack's replace patch on this block's `(block, id)` key, or None.
+
+    ComfyUI ranks that key below MuseV's `(block, id, index)` one, so MuseV's patch runs it in its own place.
+    """
+    block = extra_options.get("block")
+    patch = replace.get(tuple(block)) if replace and block is not None else None
+    return patch if patch is not None and patch is not own else None
+
+
 class _IPAdapterAttention2:
     """`attn2` replace patch: text attention plus MuseV's decoupled IP-Adapter attention (spec/musev.md §3).
 
@@ -405,12 +415,7 @@ class _IPAdapterAttention2:
     def _base(self, call: MuseVCall | None, extra_options):
         if self.inner is not None:
             return self.inner
-        if call is not None and call.attn2_patches:
-            block = extra_options.get("block")
-            patch = call.attn2_patches.get(tuple(block)) if block is not None else None
-            if patch is not None and patch is not self:
-                return patch
-        return None
+        return _block_key_patch(call.attn2_patches if call is not None else None, extra_options, self)
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
@@ -488,11 +493,9 @@ class _ReferenceOnlyAttention1:
         if extra_options.pop(_REFERENCE_AFTER_PROJECTION, False) and call is not None:
             k = reference_only_context(k, call.num_frames, call.condition_index)
             v = reference_only_context(v, call.num_frames, call.condition_index)
-        block = extra_options.get("block")
-        if call is not None and call.attn1_patches and block is not None:
-            other = call.attn1_patches.get(tuple(block))
-            if other is not None and other is not self:
-                return other(q, k, v, extra_options)
+        other = _block_key_patch(call.attn1_patches if call is not None else None, extra_options, self)
+        if other is not None:
+            return other(q, k, v, extra_options)
         return _spatial_attention(q, k, v, extra_options)
 
 
@@ -547,12 +550,6 @@ def _shared_text_output(n, extra_options):
     return n.reshape(rows, n.shape[1] * n.shape[0] // rows, n.shape[2])
 
 
-def _only_musev_attn2_patches(transformer_options) -> bool:
-    patches = transformer_options.get("patches", {})
-    return (list(patches.get("attn2_patch", [])) == [_shared_text_attn2]
-            and list(patches.get("attn2_output_patch", [])) == [_shared_text_output])
-
-
 class _DiffusionModelWrapper:
     """DIFFUSION_MODEL wrapper: derive the call's frame layout and frame embedding, then run the UNet.
 
@@ -578,14 +575,15 @@ class _DiffusionModelWrapper:
         skip = num_frames < 2 or (window is not None and window.skip_temporal)
         femb = None if skip else self.motion.frame_embedding_for(num_frames, motion_speed, device=x.device,
                                                                  dtype=x.dtype)
+        replace = transformer_options.get("patches_replace", {})
+        patches = transformer_options.get("patches", {})
         call = MuseVCall(num_frames, femb, condition_index, skip, motion=self.motion,
                          zero_condition_temb=self.motion.zeroes_condition_temb,
-                         attn2_patches=transformer_options.get("patches_replace", {}).get("attn2"))
-        call.shared_text = (_only_musev_attn2_patches(transformer_options)
+                         attn2_patches=replace.get("attn2"), attn1_patches=replace.get("attn1"))
+        call.shared_text = (list(patches.get("attn2_patch", [])) == [_shared_text_attn2]
+                            and list(patches.get("attn2_output_patch", [])) == [_shared_text_output]
                             and _text_shared_per_chunk(context, chunks, num_frames))
-        call.attn1_patches = transformer_options.get("patches_replace", {}).get("attn1")
-        call.reference_after_projection = (list(transformer_options.get("patches", {}).get("attn1_patch", []))
-                                           == [_reference_only_attn1])
+        call.reference_after_projection = list(patches.get("attn1_patch", [])) == [_reference_only_attn1]
         if window is not None and self.motion.layout.fusion_channels:
             chunk_codes = list(transformer_options.get("cond_or_uncond", [0]))
             if window.reference is not None:
