@@ -3,6 +3,7 @@
 - MuseV's `(3, 1, 1)` temporal convolutions run as `(3, 1)` 2-D convolutions: bitwise the same as `conv3d`.
 - The spatial cross-attentions project the text once per CFG chunk when the chunk's frames share one prompt:
   same UNet output within float rounding, and never when frames differ or another pack patches attn2.
+- On CPU the temporal feed-forward runs in row chunks: MuseV's GEGLU result.
 """
 import os
 
@@ -57,6 +58,39 @@ def test_time_conv_keeps_the_plain_path_for_other_kernels(comfy):
     with torch.no_grad():
         assert torch.equal(conv(x), F.conv3d(x, conv.weight, conv.bias, padding=(1, 1, 0)))
     assert time_conv_class(torch.nn.Conv3d) is type(conv)
+
+
+def test_feed_forward_row_chunks_known_counts(comfy):
+    temporal = comfy_env.pack_module("musev_core.temporal")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # MuseV's temporal layers at 16x16 latent, 2 x 13 frames, fp32: 320 ch splits, 640 and 1280 ch do not
+    assert temporal.feed_forward_row_chunks(2 * 13 * 256, 320, 4, cpu) == 5
+    assert temporal.feed_forward_row_chunks(2 * 13 * 64, 640, 4, cpu) == 1
+    assert temporal.feed_forward_row_chunks(2 * 13 * 16, 1280, 4, cpu) == 1
+    # the minimum rows per chunk caps the split; other devices never split
+    assert temporal.feed_forward_row_chunks(3000, 1280, 4, cpu) == 2
+    assert temporal.feed_forward_row_chunks(2 * 13 * 256, 320, 4, cuda) == 1
+
+
+@pytest.mark.parametrize("provider", ["torch", "comfy_manual_cast"])
+def test_chunked_feed_forward_is_musevs_geglu(comfy, provider, monkeypatch):
+    import comfy.ops
+    temporal = comfy_env.pack_module("musev_core.temporal")
+    monkeypatch.setattr(temporal, "CPU_FEED_FORWARD_CHUNK_BYTES", 8 * 16 * 4 * 40)  # 40 rows of width 16
+    monkeypatch.setattr(temporal, "CPU_FEED_FORWARD_MIN_ROWS", 8)
+    operations = torch.nn if provider == "torch" else comfy.ops.manual_cast
+    torch.manual_seed(0)
+    ff = temporal.FeedForward(16, operations=operations)
+    projected_rows = []
+    ff.net[0].proj.register_forward_hook(lambda module, args, out: projected_rows.append(args[0].shape[0]))
+    x = torch.randn(7, 19, 16)  # 133 rows -> 4 chunks of at most 34
+    with torch.no_grad():
+        out = ff(x)
+        value, gate = F.linear(x, ff.net[0].proj.weight, ff.net[0].proj.bias).chunk(2, dim=-1)
+        expected = F.linear(value * F.gelu(gate), ff.net[2].weight, ff.net[2].bias)
+    assert projected_rows == [34, 34, 34, 31]
+    assert out.shape == x.shape
+    assert torch.allclose(out, expected, rtol=0, atol=1e-6), float((out - expected).abs().max())
 
 
 @pytest.fixture(scope="module")
