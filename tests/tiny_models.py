@@ -367,7 +367,11 @@ def write_tiny_musepose(folder: str, seed: int = 51) -> dict:
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
     import comfy.ops
     import comfy.utils
-    from musev_core.musepose.modules import MotionModules, PoseGuider, motion_module_positions, sinusoidal_positions
+    from comfy_env import pack_module
+
+    modules = pack_module("musev_core.musepose.modules")  # the pack's import, so scripts outside pytest find it too
+    MotionModules, PoseGuider = modules.MotionModules, modules.PoseGuider
+    motion_module_positions, sinusoidal_positions = modules.motion_module_positions, modules.sinusoidal_positions
 
     config = thin_unet_config()
     with torch.device("meta"):
@@ -514,6 +518,17 @@ def ensure_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict
             "dwpose_detector": TINY_DWPOSE_DETECTOR, "dwpose_pose": TINY_DWPOSE_POSE, "ipadapter": TINY_IPADAPTER,
             "vae": TINY_VAE,
             **{f"musepose_{kind}": name for kind, name in TINY_MUSEPOSE.items()}}
+
+
+def use_tiny_model_set(models_dir: str, cache_dir: str | None = None) -> dict:
+    """`ensure_tiny_model_set`, then point ComfyUI's `musev` model folder at `models_dir/musev` for an in-process run.
+
+    Needs ComfyUI importable (`folder_paths`). Returns the names `ensure_tiny_model_set` returns.
+    """
+    import folder_paths
+    names = ensure_tiny_model_set(models_dir, cache_dir)
+    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models_dir, "musev")], {".safetensors", ".bin"})
+    return names
 
 
 def point_at_tiny_models(prompt: dict, names: dict) -> dict:
