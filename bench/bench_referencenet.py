@@ -34,11 +34,9 @@ def run_one(variant: str, frames: int, size: int, steps: int, device: str, model
     import comfy.clip_vision
     import comfy.model_management
     import comfy.sd
-    import folder_paths
     import nodes
     import tiny_models
-    names = tiny_models.ensure_tiny_model_set(models_dir, os.path.join(models_dir, ".cache"))
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models_dir, "musev")], {".safetensors", ".bin"})
+    names = tiny_models.use_tiny_model_set(models_dir, os.path.join(models_dir, ".cache"))
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
         os.path.join(models_dir, "checkpoints", names["checkpoint"]), output_vae=True, output_clip=True)[:3]
     loader = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet()

@@ -66,13 +66,11 @@ def run_one(frames: int, size: int, steps: int, device: str, models_dir: str) ->
     import comfy.sd
     import nodes
     import tiny_models
-    names = tiny_models.ensure_tiny_model_set(models_dir, os.path.join(models_dir, ".cache"))
+    names = tiny_models.use_tiny_model_set(models_dir, os.path.join(models_dir, ".cache"))
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
         os.path.join(models_dir, "checkpoints", names["checkpoint"]), output_vae=True, output_clip=True)[:3]
     loader = comfy_env.pack_module("nodes.unet_loader")
     parallel = comfy_env.pack_module("nodes.parallel_denoise")
-    import folder_paths
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models_dir, "musev")], {".safetensors"})
     musev = loader.LoadMuseVUNet().load(model, names["musev_unet"])[0]
     with torch.inference_mode():
         positive = nodes.CLIPTextEncode().encode(clip, "a portrait")[0]

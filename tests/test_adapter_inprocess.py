@@ -14,11 +14,8 @@ import tiny_models
 @pytest.fixture(scope="module")
 def env(comfy, tiny_models_cache, tmp_path_factory):
     import comfy.sd
-    import folder_paths
     models = str(tmp_path_factory.mktemp("models"))
-    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")],
-                                                    {".safetensors", ".bin"})
+    names = tiny_models.use_tiny_model_set(models, tiny_models_cache)
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
         os.path.join(models, "checkpoints", names["checkpoint"]), output_vae=True, output_clip=True)[:3]
     loader = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet()

@@ -18,11 +18,9 @@ BF16_TOLERANCE = 0.05
 @pytest.fixture(scope="module")
 def aenv(comfy, tiny_models_cache, tmp_path_factory):
     import comfy.sd
-    import folder_paths
     import nodes
     models = str(tmp_path_factory.mktemp("models"))
-    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")], {".safetensors", ".bin"})
+    names = tiny_models.use_tiny_model_set(models, tiny_models_cache)
     checkpoint = os.path.join(models, "checkpoints", names["checkpoint"])
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)[:3]
     with torch.inference_mode():

@@ -96,10 +96,8 @@ def test_chunked_feed_forward_is_musevs_geglu(comfy, provider, monkeypatch):
 @pytest.fixture(scope="module")
 def senv(comfy, tiny_models_cache, tmp_path_factory):
     import comfy.sd
-    import folder_paths
     models = str(tmp_path_factory.mktemp("models"))
-    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")], {".safetensors", ".bin"})
+    names = tiny_models.use_tiny_model_set(models, tiny_models_cache)
     checkpoint = os.path.join(models, "checkpoints", names["checkpoint"])
     model = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False, output_clip=False)[0]
     musev = comfy_env.pack_module("nodes.unet_loader").LoadMuseVUNet().load(model, names["musev_unet"])[0]

@@ -12,11 +12,9 @@ import tiny_models
 def renv(comfy, tiny_models_cache, tmp_path_factory):
     import comfy.clip_vision
     import comfy.sd
-    import folder_paths
     import nodes
     models = str(tmp_path_factory.mktemp("models"))
-    names = tiny_models.ensure_tiny_model_set(models, tiny_models_cache)
-    folder_paths.folder_names_and_paths["musev"] = ([os.path.join(models, "musev")], {".safetensors", ".bin"})
+    names = tiny_models.use_tiny_model_set(models, tiny_models_cache)
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
         os.path.join(models, "checkpoints", names["checkpoint"]), output_vae=True, output_clip=True)[:3]
     clip_vision = comfy.clip_vision.load(os.path.join(models, "clip_vision", names["clip_vision"]))
