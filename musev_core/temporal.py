@@ -161,7 +161,7 @@ class GEGLU(nn.Module):
 
 #: On CPU the feed-forward runs in row chunks whose GEGLU projection (rows x 8 dim values) stays under this many
 #: bytes. glibc serves buffers above 32 MB as fresh mmap pages, and first-touching them cost more than the GEMMs
-#: of the 320-channel layers at 16x16 latent (2 x 13 frames: 155 -> 111 ms per feed-forward, bitwise equal).
+#: of the 320-channel layers at 16x16 latent (2 x 13 frames: 150 -> 131 ms, bitwise equal; bench/bench_feed_forward.py).
 CPU_FEED_FORWARD_CHUNK_BYTES = 16 << 20
 #: Fewer rows per chunk re-read the weights too often (1280 channels, 416 rows: 147 ms whole, 237 ms in 139-row chunks).
 CPU_FEED_FORWARD_MIN_ROWS = 1024

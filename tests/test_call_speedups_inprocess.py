@@ -81,6 +81,9 @@ def test_chunked_feed_forward_is_musevs_geglu(comfy, provider, monkeypatch):
     operations = torch.nn if provider == "torch" else comfy.ops.manual_cast
     torch.manual_seed(0)
     ff = temporal.FeedForward(16, operations=operations)
+    with torch.no_grad():  # comfy.ops classes leave their weights uninitialised
+        for p in ff.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
     projected_rows = []
     ff.net[0].proj.register_forward_hook(lambda module, args, out: projected_rows.append(args[0].shape[0]))
     x = torch.randn(7, 19, 16)  # 133 rows -> 4 chunks of at most 34
